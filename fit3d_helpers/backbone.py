@@ -1,0 +1,255 @@
+"""2D backbones (timm ViTs) and their dense features.
+
+Features follow DESIGN.md §4: the last block's tokens after the final norm (timm's ``forward_features``), patch
+tokens reshaped to the token grid ``[B, D, h, w]``, the CLS token kept for the depth probe, images normalised with
+ImageNet mean/std and resized to a multiple of the patch size.
+
+Weight sources, as the official FiT3D code loads them (``timm.create_model(name, pretrained=True, num_classes=0,
+dynamic_img_size=True)`` and, for the 3D-aware model, ``load_state_dict`` of the released checkpoint):
+
+- ``"hub"``: timm's pretrained weights (Hugging Face hub, online or from the local HF cache);
+- ``"fit3d"``: the released FiT3D fine-tuned checkpoint for that model, downloaded into the torch hub cache;
+- a path to a local ``.pth`` / ``.safetensors`` state dict (e.g. the output of our own fine-tuning);
+- ``"random"``: random init. Offline this is the only choice; every later output says so (``weights: "random"``);
+- ``"auto"``: ``"hub"`` when reachable (or cached), otherwise ``"random"`` with a loud warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .utils import RANDOM_WEIGHTS_BANNER, resolve_device
+
+# Short names used in configs -> timm model names (DESIGN.md §4).
+MODELS: dict[str, str] = {
+    "dinov2_small": "vit_small_patch14_dinov2.lvd142m",
+    "dinov2_base": "vit_base_patch14_dinov2.lvd142m",
+    "dinov2_reg_small": "vit_small_patch14_reg4_dinov2.lvd142m",
+    "clip_base": "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k",
+    "mae_base": "vit_base_patch16_224.mae",
+    "deit3_base": "deit3_base_patch16_224.fb_in1k",
+}
+FIT3D_URL = "https://huggingface.co/yuanwenyue/FiT3D/resolve/main/{key}_finetuned.pth"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be loaded; the message says which source failed and what to do instead."""
+
+
+def timm_name(model: str) -> str:
+    """Accept a short name (``dinov2_small``) or a full timm name; return the timm name."""
+    if model in MODELS:
+        return MODELS[model]
+    if model in MODELS.values():
+        return model
+    raise ValueError(f"unknown backbone {model!r}; choose one of {sorted(MODELS)} (or their timm names {sorted(MODELS.values())})")
+
+
+def short_name(model: str) -> str:
+    name = timm_name(model)
+    return next(k for k, v in MODELS.items() if v == name)
+
+
+def fit3d_checkpoint_url(model: str) -> str:
+    """URL of the released FiT3D fine-tuned checkpoint for ``model`` (not downloaded here)."""
+    return FIT3D_URL.format(key=short_name(model))
+
+
+def hub_id(model: str) -> str:
+    """The Hugging Face repo id timm downloads the pretrained weights from (not contacted here)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(timm_name(model))
+    return cfg.hf_hub_id or f"timm/{timm_name(model)}"
+
+
+def _create(model: str, pretrained: bool, seed: int = 0) -> nn.Module:
+    """timm model; a random init is seeded so every stage of a run sees the *same* random backbone."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(timm_name(model), pretrained=pretrained, num_classes=0, dynamic_img_size=True, dynamic_img_pad=False)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass an existing .pth/.safetensors path, 'hub', 'fit3d' or 'random'")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "backbone"):  # common wrappers
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
+
+
+def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``sd`` strictly; a checkpoint for another model or width gets an error naming the mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape and k != "pos_embed"]
+    if missing or unexpected or shapes:
+        raise WeightsError(
+            f"checkpoint {source} does not fit this backbone ({type(model).__name__}, width {own['cls_token'].shape[-1] if 'cls_token' in own else '?'}): "
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, shape mismatches {shapes[:3]}. "
+            "Was it saved from another model or width? Pick the matching `model=`."
+        )
+    if "pos_embed" in sd and sd["pos_embed"].shape != own["pos_embed"].shape:
+        from timm.layers import resample_abs_pos_embed
+
+        npt = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        grid = model.patch_embed.grid_size
+        sd = dict(sd)
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=grid, num_prefix_tokens=npt)
+    model.load_state_dict(sd, strict=True)
+
+
+def _offline() -> bool:
+    return os.environ.get("FIT3D_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def host_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    """One quick TCP connect, so that an offline machine falls back in seconds, not after a minute of retries."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hf_offline(enabled: bool) -> Iterator[None]:
+    """Make huggingface_hub use its local cache only (a cached model still loads offline, and fast)."""
+    if not enabled:
+        yield
+        return
+    import huggingface_hub.constants as hf_constants
+
+    old = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = old
+
+
+@dataclass
+class Backbone:
+    """A timm ViT plus what the rest of the course needs to know about it."""
+
+    model: nn.Module
+    name: str  # short name, e.g. "dinov2_small"
+    weights: str  # "hub" | "fit3d" | "random" | "file:<path>"
+    device: torch.device
+    patch_size: int = field(init=False)
+    dim: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.patch_size = int(self.model.patch_embed.patch_size[0])
+        self.dim = int(self.model.embed_dim)
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights == "random"
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Token grid for an image of this size (sides rounded to the nearest patch multiple, at least one)."""
+        p = self.patch_size
+        return max(1, round(height / p)), max(1, round(width / p))
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in 0..1 -> ImageNet-normalised, resized to a multiple of the patch size."""
+        h, w = self.grid_size(images.shape[-2], images.shape[-1])
+        size = (h * self.patch_size, w * self.patch_size)
+        if tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable features: images [B, 3, H, W] in 0..1 -> (patch [B, D, h, w], cls [B, D])."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W] in 0..1, got {tuple(images.shape)}")
+        x = self.preprocess(images.to(self.device))
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = self.model.forward_features(x)  # [B, prefix + h*w, D], after the final norm
+        npt = self.model.num_prefix_tokens
+        patch = tokens[:, npt:].transpose(1, 2).reshape(tokens.shape[0], self.dim, h, w)  # [B, D, h, w]
+        return patch, tokens[:, 0]
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen features in eval mode, batched, returned on the CPU: (patch [N, D, h, w], cls [N, D])."""
+        was_training = self.model.training
+        self.model.eval()
+        patches, clss = [], []
+        for i in range(0, images.shape[0], batch_size):
+            p, c = self.forward_tokens(images[i : i + batch_size])
+            patches.append(p.float().cpu())
+            clss.append(c.float().cpu())
+        self.model.train(was_training)
+        return torch.cat(patches), torch.cat(clss)
+
+    def describe(self) -> dict[str, object]:
+        """What every stats.json records about the backbone."""
+        return {"backbone": self.name, "timm_name": timm_name(self.name), "weights": self.weights, "dim": self.dim, "patch_size": self.patch_size}
+
+
+def load_backbone(model: str = "dinov2_small", weights: str = "auto", device: str | torch.device = "auto", *, seed: int = 0) -> Backbone:
+    """Build the timm model and load weights from ``weights`` (see the module docstring)."""
+    dev = resolve_device(device)
+    name = short_name(model)
+    if weights == "random":
+        net, source = _create(name, pretrained=False, seed=seed), "random"
+    elif weights in ("hub", "auto"):
+        try:
+            with _hf_offline(_offline() or not host_reachable()):
+                net, source = _create(name, pretrained=True), "hub"
+        except Exception as err:  # no network, no cache
+            if weights == "hub":
+                raise WeightsError(
+                    f"could not load pretrained {timm_name(name)} from the hub ({hub_id(name)}): {err}. "
+                    "Connect to the internet once (the weights are cached), pass weights='<path to .pth>', or weights='random'."
+                ) from err
+            warnings.warn(f"{RANDOM_WEIGHTS_BANNER} (hub load of {hub_id(name)} failed: {type(err).__name__})", stacklevel=2)
+            net, source = _create(name, pretrained=False, seed=seed), "random"
+    elif weights == "fit3d":
+        url = fit3d_checkpoint_url(name)
+        net = _create(name, pretrained=False)
+        try:
+            if _offline() or not host_reachable():
+                raise WeightsError("huggingface.co is not reachable (offline)")
+            sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True)
+        except Exception as err:
+            raise WeightsError(
+                f"could not download the released FiT3D checkpoint {url}: {err}. Download it on a connected machine into "
+                f"{Path(torch.hub.get_dir()) / 'checkpoints'} or pass its local path as weights='<path>'."
+            ) from err
+        load_state_dict_checked(net, sd, url)
+        source = "fit3d"
+    else:
+        path = Path(weights)
+        net = _create(name, pretrained=False)
+        load_state_dict_checked(net, _read_state_dict(path), str(path))
+        source = f"file:{path}"
+    return Backbone(model=net.to(dev).eval(), name=name, weights=source, device=dev)

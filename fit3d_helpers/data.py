@@ -1,0 +1,706 @@
+"""Scenes: posed RGB views with optional depth and semantic labels, loaded from disk.
+
+A scene is what every later stage consumes: a list of :class:`View` (image, intrinsics, pose, optional depth and
+labels), an optional initial point cloud and an optional class table. Two on-disk layouts are read by one entry
+point, :func:`load_scene`:
+
+* the nerfstudio / instant-ngp ``transforms.json`` layout (ScanNet++ DSLR ships it as
+  ``dslr/nerfstudio/transforms_undistorted.json``; our synthetic generator writes it too), and
+* a COLMAP text model (``cameras.txt``, ``images.txt``, ``points3D.txt``).
+
+Conventions (the only place they are written down; every other module follows them):
+
+* **Camera frame: OpenCV.** x points right, y down, z forward (into the scene). ``View.cam_to_world`` maps camera
+  coordinates to world coordinates, ``View.world_to_cam`` is its inverse (gsplat's ``viewmat``). nerfstudio /
+  instant-ngp files store OpenGL camera frames (x right, y up, z backward); :func:`opengl_to_opencv` converts on
+  load. COLMAP already uses OpenCV frames.
+* **Pixels:** pixel ``(row r, column c)`` covers ``[c, c+1) x [r, r+1)`` in continuous image coordinates, so its
+  centre is ``(u, v) = (c + 0.5, r + 0.5)`` (COLMAP's and gsplat's convention). ``K`` maps camera points to these
+  coordinates. With this convention downscaling by ``s`` divides ``fx, fy, cx, cy`` by ``s`` exactly.
+* **Depth is planar** (the camera-frame z of the surface point, not the distance along the ray), in metres,
+  float32, 0 where unknown. **Labels** are int64 class ids indexing ``Scene.classes``; 255 means "ignore".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IGNORE_LABEL = 255
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # flips the camera's y and z axes; its own inverse
+
+
+class SceneError(ValueError):
+    """Bad scene input. The message names the file (and frame) and says what is wrong and how to fix it."""
+
+
+@dataclass
+class View:
+    """One posed image; see the module docstring for the conventions."""
+
+    name: str  # e.g. "frame_00003"
+    image: np.ndarray  # float32 [H, W, 3] in 0..1
+    K: np.ndarray  # float64 [3, 3] pixel intrinsics of this (possibly downscaled) image
+    cam_to_world: np.ndarray  # float64 [4, 4], OpenCV camera frame
+    depth: np.ndarray | None = None  # float32 [H, W] planar depth in metres, 0 = invalid
+    labels: np.ndarray | None = None  # int64 [H, W] class ids, 255 = ignore
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def world_to_cam(self) -> np.ndarray:
+        """[4, 4] world -> OpenCV camera (gsplat's ``viewmat``); the rigid inverse of ``cam_to_world``."""
+        return _rigid_inverse(self.cam_to_world)
+
+
+@dataclass
+class Scene:
+    """A list of views plus what a reconstruction may start from (points) and what the labels mean (classes)."""
+
+    name: str
+    root: Path
+    views: list[View]
+    points: np.ndarray | None = None  # float32 [P, 3] initial point cloud (COLMAP points3D / PLY) or None
+    point_colors: np.ndarray | None = None  # float32 [P, 3] in 0..1
+    classes: list[str] | None = None  # class table, index = class id
+    meta: dict[str, Any] = field(default_factory=dict)  # anything else the file carried (e.g. generator params)
+
+    def points_from_depth(self, max_points: int = 50_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Unproject every view's depth map and subsample: an initial point cloud when no SfM points exist.
+
+        Each view contributes an equal share of the points (so every camera's part of the room is covered).
+        Falls back to ``self.points`` when no view has depth. Returns ``(xyz [P, 3], rgb [P, 3])`` float32.
+        """
+        rng = np.random.default_rng(seed)
+        with_depth = [v for v in self.views if v.depth is not None and np.any(_valid_depth(v.depth))]
+        if not with_depth:
+            if self.points is not None and len(self.points) > 0:
+                keep = rng.permutation(len(self.points))[:max_points]
+                colors = self.point_colors if self.point_colors is not None else np.full_like(self.points, 0.5)
+                return self.points[keep].astype(np.float32), colors[keep].astype(np.float32)
+            raise SceneError(
+                f"scene {self.name!r} ({self.root}): no initial points: no view has a depth map and there is no "
+                "point cloud. Fix: provide a COLMAP model with points3D.txt (or a transforms.json 'ply_file_path'), "
+                "or depth maps ('depth_file_path' per frame)."
+            )
+        quota = int(math.ceil(max_points / len(with_depth)))
+        xyz_all, rgb_all = [], []
+        for view in with_depth:
+            valid = _valid_depth(view.depth)  # [H, W]
+            xyz = unproject_depth(view.depth, view.K, view.cam_to_world)  # [M, 3], row-major like image[valid]
+            rgb = view.image[valid]  # [M, 3]
+            pick = rng.permutation(len(xyz))[:quota]
+            xyz_all.append(xyz[pick])
+            rgb_all.append(rgb[pick])
+        xyz = np.concatenate(xyz_all)
+        rgb = np.concatenate(rgb_all)
+        if len(xyz) > max_points:
+            keep = rng.permutation(len(xyz))[:max_points]
+            xyz, rgb = xyz[keep], rgb[keep]
+        return xyz.astype(np.float32), rgb.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry helpers
+
+
+def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
+    """Convert a camera-to-world matrix between OpenGL and OpenCV camera frames (flip camera y and z).
+
+    The operation is its own inverse, so it also converts OpenCV -> OpenGL. Accepts [4, 4] or [..., 4, 4].
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    return c2w @ _GL_TO_CV
+
+
+def _rigid_inverse(m: np.ndarray) -> np.ndarray:
+    """Inverse of a [4, 4] rotation + translation, exact (R^T) rather than a general matrix inverse."""
+    r = m[:3, :3]
+    t = m[:3, 3]
+    out = np.eye(4)
+    out[:3, :3] = r.T
+    out[:3, 3] = -r.T @ t
+    return out
+
+
+def _transform(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a [4, 4] rigid transform to points [N, 3] (einsum: OpenBLAS is slow for tall [N, 3] @ [3, 3])."""
+    return np.einsum("ij,kj->ik", pts, m[:3, :3]) + m[:3, 3]
+
+
+def _valid_depth(depth: np.ndarray) -> np.ndarray:
+    """[H, W] bool: depth > 0 and finite; the one definition of "valid" used by every helper here."""
+    return np.isfinite(depth) & (depth > 0)
+
+
+def unproject_depth(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
+    """World points of all valid pixels of a planar depth map: [M, 3] float64, row-major (same order as
+    ``image[depth > 0]``). Pixel centres are at (c + 0.5, r + 0.5)."""
+    valid = _valid_depth(depth)  # [H, W]
+    rows, cols = np.nonzero(valid)  # [M], row-major
+    z = depth[rows, cols].astype(np.float64)  # [M]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    skew = K[0, 1]
+    y = (rows + 0.5 - cy) / fy * z
+    x = (cols + 0.5 - cx - skew * y / z) / fx * z
+    cam = np.stack([x, y, z], axis=1)  # [M, 3]
+    return _transform(cam_to_world, cam)
+
+
+def project(points_world: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project world points: returns ``uv [N, 2]`` (continuous pixel coords, centre of pixel (r, c) at
+    (c + 0.5, r + 0.5)) and camera-frame depth ``z [N]``. Points with z <= 0 get uv = NaN."""
+    pts = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
+    cam = _transform(world_to_cam, pts)  # [N, 3]
+    z = cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pix = np.einsum("ij,kj->ik", cam, np.asarray(K, dtype=np.float64))  # [N, 3] = cam @ K^T
+        uv = pix[:, :2] / pix[:, 2:3]
+    uv[z <= 0] = np.nan
+    return uv, z
+
+
+def reprojection_stats(view_a: View, view_b: View, threshold_m: float = 0.03) -> dict[str, float]:
+    """How well view_a's depth agrees with view_b's: the check behind :func:`reprojection_consistency`.
+
+    Every valid pixel of view_a is unprojected and projected into view_b. view_b's depth at the projected
+    position is bracketed by the four pixel centres around it (``lo = min - threshold``, ``hi = max + threshold``):
+
+    * ``outside``: lands outside view_b (or behind it) — not visible there;
+    * ``unknown``: one of the four view_b depths is invalid — cannot be checked;
+    * ``occluded``: z > hi — something in view_b is clearly in front of the point;
+    * ``consistent``: lo <= z <= hi — view_b sees the same surface;
+    * ``inconsistent``: z < lo — view_b sees *through* where the point should be: an error in depth or pose.
+
+    Using the four neighbours keeps grazing surfaces (depth changing fast across a pixel) from being counted as
+    errors; it is lenient only on the few pixels that straddle a depth edge.
+    Returns fractions of view_a's valid pixels plus ``consistency = consistent / (consistent + inconsistent)``
+    (NaN when nothing is visible) and the counts.
+    """
+    if view_a.depth is None or view_b.depth is None:
+        raise SceneError(f"reprojection needs depth in both views ({view_a.name}, {view_b.name}); one has none.")
+    pts = unproject_depth(view_a.depth, view_a.K, view_a.cam_to_world)  # [M, 3]
+    n = len(pts)
+    uv, z = project(pts, view_b.K, view_b.world_to_cam)  # [M, 2], [M]
+    h, w = view_b.depth.shape
+    with np.errstate(invalid="ignore"):
+        inside = (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    uv_in, z_in = uv[inside], z[inside]
+    # pixel-centre grid: centre of column c is c + 0.5 -> continuous index x = u - 0.5
+    x = uv_in[:, 0] - 0.5
+    y = uv_in[:, 1] - 0.5
+    c0 = np.clip(np.floor(x).astype(np.int64), 0, w - 1)
+    r0 = np.clip(np.floor(y).astype(np.int64), 0, h - 1)
+    c1 = np.clip(c0 + 1, 0, w - 1)
+    r1 = np.clip(r0 + 1, 0, h - 1)
+    d4 = np.stack([view_b.depth[r0, c0], view_b.depth[r0, c1], view_b.depth[r1, c0], view_b.depth[r1, c1]])  # [4, K]
+    known = np.all(_valid_depth(d4), axis=0)
+    lo = d4.min(axis=0) - threshold_m
+    hi = d4.max(axis=0) + threshold_m
+    occluded = known & (z_in > hi)
+    consistent = known & (z_in >= lo) & (z_in <= hi)
+    inconsistent = known & (z_in < lo)
+    n_cons, n_incons = int(consistent.sum()), int(inconsistent.sum())
+    denom = max(n, 1)
+    return {
+        "consistency": n_cons / (n_cons + n_incons) if (n_cons + n_incons) > 0 else float("nan"),
+        "overlap": float(inside.sum()) / denom,
+        "consistent": n_cons / denom,
+        "inconsistent": n_incons / denom,
+        "occluded": float(occluded.sum()) / denom,
+        "unknown": float((~known).sum()) / denom,
+        "outside": float((~inside).sum()) / denom,
+        "n_valid": float(n),
+        "n_visible": float(n_cons + n_incons),
+    }
+
+
+def reprojection_consistency(view_a: View, view_b: View, threshold_m: float = 0.03) -> float:
+    """Fraction of view_a's pixels *visible in view_b* whose reprojected depth agrees with view_b's within
+    ``threshold_m``. "Visible" = lands inside view_b, view_b has depth there, and is not occluded (not farther
+    than view_b's depth + threshold). See :func:`reprojection_stats` for the exact rule and the other fractions
+    (e.g. ``overlap``, to make sure the visible set is not trivially small)."""
+    return reprojection_stats(view_a, view_b, threshold_m)["consistency"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small file readers
+
+
+def _read_image(path: Path, where: str) -> np.ndarray:
+    """RGB float32 [H, W, 3] in 0..1; alpha (instant-ngp's Blender data) is dropped."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise SceneError(f"{where}: image file {path} does not exist; fix the path or add the file.") from None
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise SceneError(f"{where}: cannot read image {path} ({exc}); re-export it as PNG or JPEG.") from None
+    return arr.astype(np.float32) / 255.0
+
+
+def _read_int_png(path: Path, where: str, what: str) -> np.ndarray:
+    """An 8- or 16-bit single-channel PNG as an integer array [H, W]."""
+    try:
+        with Image.open(path) as im:
+            if what == "mask" and im.mode in ("1", "RGB", "RGBA", "LA"):
+                im = im.convert("L")
+            if im.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "P"):
+                raise SceneError(
+                    f"{where}: {what} file {path} has image mode {im.mode!r}; expected a single-channel 8- or "
+                    "16-bit PNG. Fix: save it as a grey-scale PNG."
+                )
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise SceneError(f"{where}: {what} file {path} does not exist; fix the path or remove the entry.") from None
+    except SceneError:
+        raise
+    except Exception as exc:
+        raise SceneError(f"{where}: cannot read {what} file {path} ({exc}).") from None
+    return arr.astype(np.int64)
+
+
+def _read_depth(path: Path, where: str, png_scale: float) -> np.ndarray:
+    """Depth in metres, float32 [H, W]: ``.npy`` is taken as metres, integer PNG is multiplied by ``png_scale``."""
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise SceneError(f"{where}: depth file {path} does not exist; fix the path or remove 'depth_file_path'.")
+        try:
+            arr = np.load(path)
+        except Exception as exc:
+            raise SceneError(f"{where}: cannot read depth file {path} ({exc}).") from None
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 2:
+            raise SceneError(f"{where}: depth file {path} has shape {arr.shape}; expected [H, W].")
+    else:
+        arr = _read_int_png(path, where, "depth").astype(np.float32) * np.float32(png_scale)
+    arr[~np.isfinite(arr)] = 0
+    return arr
+
+
+def _read_ply_points(path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices (and colours when present) of an ASCII or binary PLY, via trimesh."""
+    import trimesh
+
+    if not path.is_file():
+        raise SceneError(f"{where}: point cloud {path} does not exist; fix 'ply_file_path' or remove it.")
+    try:
+        geom = trimesh.load(path, process=False)
+    except Exception as exc:
+        raise SceneError(f"{where}: cannot read point cloud {path} ({exc}).") from None
+    xyz = np.asarray(geom.vertices, dtype=np.float32)  # [P, 3]
+    colors = None
+    cols = getattr(geom, "colors", None)
+    if cols is None or len(cols) == 0:
+        visual = getattr(geom, "visual", None)
+        cols = getattr(visual, "vertex_colors", None) if visual is not None else None
+    if cols is not None and len(cols) == len(xyz):
+        colors = np.asarray(cols, dtype=np.float32)[:, :3] / 255.0
+    return xyz, colors
+
+
+def _downscale(view: View, s: int, where: str) -> View:
+    """Box-filter RGB, nearest (block centre) for depth/labels, and scale K: exact under the +0.5 pixel rule."""
+    if s == 1:
+        return view
+    h, w = view.height, view.width
+    if h % s or w % s:
+        raise SceneError(
+            f"{where}: downscale={s} does not divide the image size {w}x{h}; pick a factor that divides both."
+        )
+    img = view.image.reshape(h // s, s, w // s, s, 3).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    k = view.K.copy()
+    k[:2] /= s
+    depth = view.depth[s // 2 :: s, s // 2 :: s].copy() if view.depth is not None else None
+    labels = view.labels[s // 2 :: s, s // 2 :: s].copy() if view.labels is not None else None
+    return View(view.name, img, k, view.cam_to_world, depth, labels)
+
+
+def _check_sizes(view: View, where: str, depth_path: Path | None, label_path: Path | None) -> None:
+    hw = view.image.shape[:2]
+    if view.depth is not None and view.depth.shape != hw:
+        raise SceneError(
+            f"{where}: depth map {depth_path} is {view.depth.shape[1]}x{view.depth.shape[0]} but the image is "
+            f"{hw[1]}x{hw[0]}; depth must be given at the image resolution (resize it with nearest-neighbour)."
+        )
+    if view.labels is not None and view.labels.shape != hw:
+        raise SceneError(
+            f"{where}: label map {label_path} is {view.labels.shape[1]}x{view.labels.shape[0]} but the image is "
+            f"{hw[1]}x{hw[0]}; labels must be given at the image resolution (resize with nearest-neighbour)."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# transforms.json (nerfstudio / instant-ngp)
+
+
+def _check_rotation(m: np.ndarray, where: str) -> np.ndarray:
+    """Validate a camera-to-world matrix; a uniform scale on the rotation is divided out, anything else is fatal."""
+    if m.shape == (3, 4):
+        m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
+    if m.shape != (4, 4):
+        raise SceneError(f"{where}: transform_matrix has shape {m.shape}; expected 4x4 (or 3x4) rows.")
+    if not np.all(np.isfinite(m)):
+        raise SceneError(f"{where}: transform_matrix contains NaN/inf.")
+    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
+        raise SceneError(f"{where}: transform_matrix last row is {m[3].tolist()}; expected [0, 0, 0, 1].")
+    r = m[:3, :3]
+    norms = np.linalg.norm(r, axis=0)  # [3] column lengths
+    scale = float(norms.mean())
+    if scale > 0 and np.all(np.abs(norms / scale - 1) < 1e-3) and abs(scale - 1) > 1e-3:
+        warnings.warn(f"{where}: rotation carries a uniform scale {scale:.4g}; dividing it out.", stacklevel=3)
+        r = r / scale
+    orth_err = float(np.abs(r.T @ r - np.eye(3)).max())
+    det = float(np.linalg.det(r))
+    if orth_err > 1e-3 or abs(det - 1) > 1e-3:
+        raise SceneError(
+            f"{where}: transform_matrix rotation is not a rotation (max |R^T R - I| = {orth_err:.3g}, "
+            f"det = {det:.4g}); expected an orthonormal camera-to-world rotation with det +1. Fix the pose "
+            "(a reflection or shear usually means a wrong axis convention in the exporter)."
+        )
+    out = m.copy()
+    out[:3, :3] = r
+    return out
+
+
+def _search_roots(json_path: Path, what: str) -> list[Path]:
+    """Folders a frame's relative path may be relative to: the json's folder first, then (ScanNet++ DSLR keeps
+    its json in ``dslr/nerfstudio/`` and the files beside it) the folder that matches the json's kind."""
+    base, up = json_path.parent, json_path.parent.parent
+    undist = "undistorted" in json_path.name
+    if what == "image":
+        extra = ["undistorted_images", "resized_undistorted_images"] if undist else ["resized_images"]
+        return [base, base / "images", *(up / e for e in extra), up / "images"]
+    if what == "mask":
+        extra = ["undistorted_anon_masks", "resized_undistorted_masks"] if undist else ["resized_anon_masks"]
+        return [base, base / "masks", *(up / e for e in extra)]
+    return [base]
+
+
+def _resolve_frame_file(json_path: Path, rel: str, where: str, what: str, key: str) -> Path:
+    """Find a frame's file: as given (relative to the json's folder), with an image extension added when it has
+    none (instant-ngp), then in ScanNet++'s usual folders (see :func:`_search_roots`)."""
+    rel_path = Path(rel)
+    roots = _search_roots(json_path, what)
+    cands: list[Path] = []
+    for root in roots:
+        p = rel_path if rel_path.is_absolute() else root / rel_path
+        cands.append(p)
+        if what == "image" and p.suffix == "":
+            cands.extend(p.with_name(p.name + ext) for ext in _IMAGE_EXTS)
+        if rel_path.is_absolute():
+            break
+    for p in cands:
+        if p.is_file():
+            return p
+    others = sorted({str(p.parent) for p in cands[1:]} - {str(cands[0].parent)})
+    raise SceneError(
+        f"{where}: {what} file {rel!r} ('{key}') not found; looked for {cands[0]}"
+        + (f" (also in {', '.join(others)})" if others else "")
+        + ". Fix the path in the json or add the file."
+    )
+
+
+def _intrinsics(d: dict[str, Any], top: dict[str, Any], where: str) -> dict[str, float]:
+    """fl_x/fl_y/cx/cy/w/h from the frame, falling back to the top level; camera_angle_x like instant-ngp."""
+
+    def get(key: str) -> Any:
+        return d.get(key, top.get(key))
+
+    w, h = get("w"), get("h")
+    fx, fy = get("fl_x"), get("fl_y")
+    if fx is None and get("camera_angle_x") is not None:
+        if w is None:
+            raise SceneError(f"{where}: 'camera_angle_x' given without 'w'; add 'w' and 'h' (image size).")
+        fx = 0.5 * float(w) / math.tan(0.5 * float(get("camera_angle_x")))
+        if fy is None and get("camera_angle_y") is not None and h is not None:
+            fy = 0.5 * float(h) / math.tan(0.5 * float(get("camera_angle_y")))
+    if fx is None:
+        raise SceneError(
+            f"{where}: no focal length: add 'fl_x' (and 'fl_y', 'cx', 'cy', 'w', 'h') at the top level or per "
+            "frame, or instant-ngp's 'camera_angle_x'."
+        )
+    fy = fx if fy is None else fy
+    out = {"fx": float(fx), "fy": float(fy), "w": w, "h": h, "cx": get("cx"), "cy": get("cy")}
+    dist = [float(get(k) or 0.0) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
+    if any(abs(x) > 0 for x in dist):
+        warnings.warn(f"{where}: lens distortion coefficients are ignored (pinhole model used).", stacklevel=3)
+    return out
+
+
+def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool) -> Scene:
+    where_file = str(json_path)
+    try:
+        with open(json_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise SceneError(f"{where_file}: file does not exist.") from None
+    except json.JSONDecodeError as exc:
+        raise SceneError(f"{where_file}: malformed JSON ({exc}); fix the syntax.") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise SceneError(f"{where_file}: missing key 'frames' (a list of frames with 'file_path' and "
+                         "'transform_matrix').")
+    base = json_path.parent
+    frames = list(meta["frames"])
+    if include_test_frames:
+        frames += list(meta.get("test_frames", []))
+    if not frames:
+        raise SceneError(f"{where_file}: 'frames' is empty; a scene needs at least one view.")
+    depth_scale = float(meta.get("depth_unit_scale_factor", 1e-3))
+    views: list[View] = []
+    skipped = 0
+    for i, fr in enumerate(frames):
+        where = f"{where_file} frame {i}"
+        if not isinstance(fr, dict):
+            raise SceneError(f"{where}: a frame must be an object with 'file_path' and 'transform_matrix'.")
+        if fr.get("is_bad"):  # ScanNet++ flags blurry / unusable DSLR frames
+            skipped += 1
+            continue
+        for key in ("file_path", "transform_matrix"):
+            if key not in fr:
+                raise SceneError(f"{where}: missing key {key!r}; every frame needs 'file_path' and "
+                                 "'transform_matrix'.")
+        where = f"{where_file} frame {i} ({fr['file_path']})"
+        try:
+            m = np.asarray(fr["transform_matrix"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SceneError(f"{where}: transform_matrix is not a numeric matrix.") from None
+        c2w = opengl_to_opencv(_check_rotation(m, where))
+        intr = _intrinsics(fr, meta, where)
+        img_path = _resolve_frame_file(json_path, str(fr["file_path"]), where, "image", "file_path")
+        image = _read_image(img_path, where)  # [H, W, 3]
+        h, w = image.shape[:2]
+        if (intr["w"] is not None and int(intr["w"]) != w) or (intr["h"] is not None and int(intr["h"]) != h):
+            raise SceneError(
+                f"{where}: image {img_path} is {w}x{h} but the intrinsics say w={intr['w']}, h={intr['h']}. Fix: "
+                "use the image folder the intrinsics belong to (ScanNet++: undistorted images for "
+                "transforms_undistorted.json) or correct w/h and scale fl_x/fl_y/cx/cy with them."
+            )
+        cx = float(intr["cx"]) if intr["cx"] is not None else w / 2.0
+        cy = float(intr["cy"]) if intr["cy"] is not None else h / 2.0
+        K = np.array([[intr["fx"], 0.0, cx], [0.0, intr["fy"], cy], [0.0, 0.0, 1.0]])
+        depth = labels = None
+        depth_path = label_path = None
+        if fr.get("depth_file_path"):
+            depth_path = _resolve_frame_file(json_path, str(fr["depth_file_path"]), where, "depth", "depth_file_path")
+            depth = _read_depth(depth_path, where, depth_scale)
+        if fr.get("label_file_path"):
+            label_path = _resolve_frame_file(json_path, str(fr["label_file_path"]), where, "label", "label_file_path")
+            labels = _read_int_png(label_path, where, "label")
+        view = View(Path(str(fr["file_path"])).stem, image, K, c2w, depth, labels)
+        _check_sizes(view, where, depth_path, label_path)
+        if fr.get("mask_path"):  # nerfstudio semantics: 0 = ignore this pixel
+            mask_path = _resolve_frame_file(json_path, str(fr["mask_path"]), where, "mask", "mask_path")
+            mask = _read_int_png(mask_path, where, "mask")
+            if mask.shape != (h, w):
+                raise SceneError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}.")
+            if view.depth is not None:
+                view.depth[mask == 0] = 0
+            if view.labels is not None:
+                view.labels[mask == 0] = IGNORE_LABEL
+        views.append(_downscale(view, downscale, where))
+    points = colors = None
+    if meta.get("ply_file_path"):
+        ply = _resolve_frame_file(json_path, str(meta["ply_file_path"]), where_file, "point cloud", "ply_file_path")
+        points, colors = _read_ply_points(ply, where_file)
+    classes = meta.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise SceneError(f"{where_file}: 'classes' must be a list of class names (index = class id).")
+    name = base.name if json_path.name == "transforms.json" else f"{base.name}/{json_path.stem}"
+    if not views:
+        raise SceneError(f"{where_file}: every frame is flagged 'is_bad'; no usable views.")
+    extra = {k: v for k, v in meta.items() if k not in ("frames", "test_frames")}
+    extra["skipped_bad_frames"] = skipped
+    return Scene(name, base, views, points, colors, classes, extra)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# COLMAP text model
+
+# model name -> how many leading parameters are f (1) or fx, fy (2); cx, cy follow
+_COLMAP_MODELS = {
+    "SIMPLE_PINHOLE": 1, "PINHOLE": 2, "SIMPLE_RADIAL": 1, "RADIAL": 1, "OPENCV": 2, "FULL_OPENCV": 2,
+    "OPENCV_FISHEYE": 2, "SIMPLE_RADIAL_FISHEYE": 1, "RADIAL_FISHEYE": 1, "THIN_PRISM_FISHEYE": 2, "FOV": 2,
+}
+
+
+def _data_lines(path: Path) -> list[tuple[int, str]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SceneError(f"{path}: file does not exist.") from None
+    return [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
+
+
+def _parse_cameras(path: Path) -> dict[int, dict[str, Any]]:
+    cams: dict[int, dict[str, Any]] = {}
+    for lineno, ln in _data_lines(path):
+        if not ln or ln.startswith("#"):
+            continue
+        tok = ln.split()
+        where = f"{path} line {lineno}"
+        try:
+            cam_id, model, w, h = int(tok[0]), tok[1], int(tok[2]), int(tok[3])
+            params = [float(x) for x in tok[4:]]
+        except (IndexError, ValueError):
+            raise SceneError(f"{where}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...', got {ln!r}.") from None
+        if model not in _COLMAP_MODELS:
+            raise SceneError(f"{where}: camera model {model!r} is not supported; undistort the images "
+                             "(colmap image_undistorter) to get PINHOLE cameras.")
+        nf = _COLMAP_MODELS[model]
+        if len(params) < nf + 2:
+            raise SceneError(f"{where}: model {model} needs at least {nf + 2} parameters, got {len(params)}.")
+        fx = params[0]
+        fy = params[1] if nf == 2 else params[0]
+        cx, cy = params[nf], params[nf + 1]
+        if any(abs(p) > 0 for p in params[nf + 2 :]):
+            warnings.warn(f"{where}: {model} distortion is ignored (pinhole part used); undistort the images "
+                          "for exact geometry.", stacklevel=3)
+        cams[cam_id] = {"K": np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64), "w": w, "h": h}
+    return cams
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def _parse_images(path: Path) -> list[dict[str, Any]]:
+    """images.txt: a header line per image (``IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME``) followed by its 2D
+    points line, which may be empty or missing. A header is recognised by its 10th token not being a number."""
+    out = []
+    for lineno, ln in _data_lines(path):
+        if not ln or ln.startswith("#"):
+            continue
+        tok = ln.split()
+        if len(tok) < 10 or _is_float(tok[9]):
+            continue  # a POINTS2D line
+        where = f"{path} line {lineno}"
+        try:
+            vals = [float(x) for x in tok[1:8]]
+            cam_id = int(tok[8])
+        except ValueError:
+            raise SceneError(f"{where}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME', got {ln!r}.") from None
+        q = np.array(vals[:4])
+        if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
+            raise SceneError(f"{where}: quaternion {q.tolist()} is zero or not finite.")
+        w2c = np.eye(4)
+        w2c[:3, :3] = _qvec_to_rotmat(q)
+        w2c[:3, 3] = vals[4:7]
+        out.append({"name": " ".join(tok[9:]), "cam": cam_id, "w2c": w2c, "where": where})
+    return out
+
+
+def _parse_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    xyz, rgb = [], []
+    for lineno, ln in _data_lines(path):
+        if not ln or ln.startswith("#"):
+            continue
+        tok = ln.split()
+        try:
+            xyz.append([float(t) for t in tok[1:4]])
+            rgb.append([float(t) for t in tok[4:7]])
+        except ValueError:
+            raise SceneError(f"{path} line {lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK...'.") from None
+        if len(xyz[-1]) != 3 or len(rgb[-1]) != 3:
+            raise SceneError(f"{path} line {lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK...'.")
+    return (np.asarray(xyz, dtype=np.float32).reshape(-1, 3),
+            np.asarray(rgb, dtype=np.float32).reshape(-1, 3) / 255.0)
+
+
+def _load_colmap(model_dir: Path, root: Path, downscale: int) -> Scene:
+    cams = _parse_cameras(model_dir / "cameras.txt")
+    images = _parse_images(model_dir / "images.txt")
+    if not images:
+        raise SceneError(f"{model_dir / 'images.txt'}: no images listed.")
+    pts_path = model_dir / "points3D.txt"
+    points, colors = _parse_points(pts_path) if pts_path.is_file() else (None, None)
+    img_dirs = [model_dir / "images", root / "images", model_dir.parent / "images",
+                model_dir.parent.parent / "images", root]
+    views = []
+    for im in sorted(images, key=lambda d: d["name"]):
+        where = f"{model_dir / 'images.txt'} image {im['name']!r}"
+        if im["cam"] not in cams:
+            raise SceneError(f"{where}: camera id {im['cam']} is not in cameras.txt.")
+        cam = cams[im["cam"]]
+        img_path = next((d / im["name"] for d in img_dirs if (d / im["name"]).is_file()), None)
+        if img_path is None:
+            raise SceneError(f"{where}: image file not found in {', '.join(str(d) for d in img_dirs[:3])}; put the "
+                             "images in an 'images/' folder beside the model.")
+        image = _read_image(img_path, where)
+        h, w = image.shape[:2]
+        if (w, h) != (cam["w"], cam["h"]):
+            raise SceneError(f"{where}: image {img_path} is {w}x{h} but camera {im['cam']} in cameras.txt is "
+                             f"{cam['w']}x{cam['h']}; use the images the model was built from.")
+        view = View(Path(im["name"]).stem, image, cam["K"].copy(), _rigid_inverse(im["w2c"]))
+        views.append(_downscale(view, downscale, where))
+    return Scene(root.name, root, views, points, colors, None, {"colmap_model": str(model_dir)})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def load_scene(path: str | Path, *, downscale: int = 1, include_test_frames: bool = False) -> Scene:
+    """Load a scene folder (or a transforms.json file) into a :class:`Scene`.
+
+    Looks, in order, for ``transforms.json``; a COLMAP text model in the folder, ``sparse/0`` or ``sparse``;
+    ScanNet++'s ``nerfstudio/transforms_undistorted.json`` (also under ``dslr/``). ``downscale`` divides the
+    image size (it must divide width and height). ``include_test_frames`` adds ScanNet++'s ``test_frames``.
+    """
+    path = Path(path)
+    if not isinstance(downscale, int) or downscale < 1:
+        raise SceneError(f"{path}: downscale must be a positive integer, got {downscale!r}.")
+    if path.is_file():
+        if path.suffix == ".json":
+            return _load_transforms(path, downscale, include_test_frames)
+        if path.name in ("cameras.txt", "images.txt", "points3D.txt"):
+            return _load_colmap(path.parent, path.parent, downscale)
+        raise SceneError(f"{path}: not a transforms .json file or a COLMAP text model file.")
+    if not path.is_dir():
+        raise SceneError(f"{path}: no such scene folder or file.")
+    if (path / "transforms.json").is_file():
+        return _load_transforms(path / "transforms.json", downscale, include_test_frames)
+    for model_dir in (path, path / "sparse" / "0", path / "sparse"):
+        if (model_dir / "cameras.txt").is_file() and (model_dir / "images.txt").is_file():
+            return _load_colmap(model_dir, path, downscale)
+        if (model_dir / "cameras.bin").is_file():
+            raise SceneError(f"{model_dir}: binary COLMAP model found; convert it to text with "
+                             f"`colmap model_converter --input_path {model_dir} --output_path {model_dir} "
+                             "--output_type TXT`.")
+    for cand in (path / "nerfstudio" / "transforms_undistorted.json",
+                 path / "dslr" / "nerfstudio" / "transforms_undistorted.json"):
+        if cand.is_file():
+            return _load_transforms(cand, downscale, include_test_frames)
+    raise SceneError(
+        f"{path}: no scene found: expected transforms.json, a COLMAP text model (cameras.txt + images.txt, in the "
+        "folder or sparse/0), or ScanNet++'s dslr/nerfstudio/transforms_undistorted.json."
+    )

@@ -1,0 +1,155 @@
+"""Small shared plumbing: seeding, device choice, config hashing and atomic artifacts.
+
+Every stage of the course hands its results to the next one through a folder
+``artifacts/<stage>/<config-hash>/`` holding ``config.json``, ``stats.json`` and tensors. The folder is
+written under a temporary name and renamed at the end, so an interrupted run never leaves a folder that a
+later stage would take for complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# One place that says where artifacts live; notebooks and the CLI pass it explicitly when they want another.
+DEFAULT_ARTIFACTS = Path(os.environ.get("FIT3D_ARTIFACTS", "artifacts"))
+
+RANDOM_WEIGHTS_BANNER = (
+    "RANDOM WEIGHTS: the backbone was randomly initialised because pretrained weights could not be loaded "
+    "(offline). Every number below is a pipeline check, NOT a reproduction of the paper."
+)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (the one seeding helper of the course); returns a CPU generator too."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'.")
+    return dev
+
+
+def _jsonable(obj: Any) -> Any:
+    """Turn configs (dicts, lists, Paths, numpy scalars, tuples) into plain JSON values."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj
+
+
+def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
+    """Stable short hash of a config: same settings, same folder, whatever the key order."""
+    text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_jsonable(obj), f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically, for checkpoints that must survive an interrupted run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def artifact_dir(stage: str, config: Mapping[str, Any], root: str | Path | None = None) -> Path:
+    """Where the artifact of ``stage`` made by ``config`` lives (it may not exist yet)."""
+    root = Path(root) if root is not None else DEFAULT_ARTIFACTS
+    return root / stage / config_hash(config)
+
+
+def artifact_complete(path: str | Path) -> bool:
+    """An artifact is complete when its folder holds both ``config.json`` and ``stats.json``."""
+    path = Path(path)
+    return (path / "config.json").is_file() and (path / "stats.json").is_file()
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; on success it is renamed to ``final``.
+
+    On an exception the temporary folder is deleted, so a half-written artifact never appears under its
+    real name.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            if not overwrite:
+                raise FileExistsError(f"{final} already exists; pass force=True to recompute it")
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def progress(iterable: Any = None, **kwargs: Any) -> Any:
+    """tqdm that prints plain lines in batch runs (papermill, CI) and a bar in Jupyter/terminals."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("mininterval", 2.0)
+    kwargs.setdefault("disable", os.environ.get("FIT3D_NO_PROGRESS") == "1")
+    return tqdm(iterable, **kwargs)

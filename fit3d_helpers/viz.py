@@ -1,0 +1,288 @@
+"""Pictures for the notebooks: feature PCA with one shared basis, k-means clusters, 3D scenes in plotly.
+
+Everything returns a figure (matplotlib or plotly) so the notebooks stay one-liners and the exported HTML
+shows the same thing the student saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def class_colors(n: int, seed: int = 3) -> np.ndarray:
+    """A fixed palette [n, 3] in 0..1 (tab20 first, then random)."""
+    base = np.array(plt.get_cmap("tab20").colors)
+    if n <= len(base):
+        return base[:n]
+    extra = np.random.default_rng(seed).uniform(0.1, 0.9, (n - len(base), 3))
+    return np.concatenate([base, extra])
+
+
+def colorize_labels(labels: np.ndarray, n_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Class ids [H, W] -> RGB [H, W, 3]; ignored pixels black."""
+    pal = np.concatenate([class_colors(n_classes), np.zeros((1, 3))])
+    idx = np.where((labels >= 0) & (labels < n_classes), labels, n_classes)
+    return pal[idx]
+
+
+def view_grid(views: Sequence, classes: Sequence[str] | None, max_views: int = 4, max_depth: float | None = None) -> plt.Figure:
+    """RGB / depth / class overlay for a few views of a scene (views: data.View)."""
+    views = list(views)[:max_views]
+    fig, axes = plt.subplots(3, len(views), figsize=(3.2 * len(views), 7.2), squeeze=False)
+    for j, v in enumerate(views):
+        axes[0, j].imshow(v.image)
+        axes[0, j].set_title(v.name, fontsize=9)
+        if v.depth is not None:
+            im = axes[1, j].imshow(np.where(v.depth > 0, v.depth, np.nan), cmap="turbo", vmin=0, vmax=max_depth or float(np.nanmax(v.depth)))
+            fig.colorbar(im, ax=axes[1, j], fraction=0.046, label="m")
+        if v.labels is not None and classes is not None:
+            axes[2, j].imshow(0.45 * v.image + 0.55 * colorize_labels(v.labels, len(classes)))
+    for ax, name in zip(axes[:, 0], ["RGB", "depth", "classes"]):
+        ax.set_ylabel(name)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def class_legend(classes: Sequence[str]) -> plt.Figure:
+    pal = class_colors(len(classes))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * ((len(classes) + 3) // 4) + 0.3))
+    for i, name in enumerate(classes):
+        r, c = divmod(i, 4)
+        ax.add_patch(plt.Rectangle((c * 2.0, -r), 0.3, 0.7, color=pal[i]))
+        ax.text(c * 2.0 + 0.4, -r + 0.35, f"{i}: {name}", va="center", fontsize=9)
+    ax.set_xlim(0, 8)
+    ax.set_ylim(-((len(classes) - 1) // 4) - 0.2, 1)
+    ax.axis("off")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Feature PCA and clusters
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pca_basis(*feature_maps: Tensor, k: int = 3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One PCA basis fitted on all given maps [.., D, h, w] together: (mean [D], components [D, k], lo [k], hi [k])."""
+    flat = torch.cat([f.detach().float().reshape(-1, f.shape[-3], f.shape[-2] * f.shape[-1]).transpose(1, 2).reshape(-1, f.shape[-3]) for f in feature_maps])
+    mean = flat.mean(0)
+    _, _, v = torch.pca_lowrank(flat - mean, q=k, center=False, niter=4)
+    proj = (flat - mean) @ v
+    lo, hi = proj.quantile(0.01, dim=0), proj.quantile(0.99, dim=0)
+    return mean, v, lo, hi
+
+
+def pca_rgb(features: Tensor, basis: tuple[Tensor, Tensor, Tensor, Tensor]) -> np.ndarray:
+    """Features [D, h, w] -> RGB [h, w, 3] in 0..1 with a shared basis (so before/after are comparable)."""
+    mean, v, lo, hi = basis
+    d, h, w = features.shape
+    proj = (features.detach().float().reshape(d, -1).T - mean) @ v  # [h*w, 3]
+    return ((proj - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1).reshape(h, w, 3).numpy()
+
+
+def pca_figure(rows: dict[str, Sequence[Tensor]], images: Sequence[np.ndarray] | None = None, title: str = "") -> plt.Figure:
+    """Rows of feature maps (e.g. {"original": [...], "fine-tuned": [...]}) as PCA images with ONE shared basis."""
+    basis = pca_basis(*[f for fs in rows.values() for f in fs])
+    ncols = len(next(iter(rows.values())))
+    nrows = len(rows) + (images is not None)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.3 * nrows), squeeze=False)
+    r0 = 0
+    if images is not None:
+        for j, im in enumerate(images):
+            axes[0, j].imshow(im)
+        axes[0, 0].set_ylabel("image")
+        r0 = 1
+    for i, (name, fs) in enumerate(rows.items()):
+        for j, f in enumerate(fs):
+            axes[r0 + i, j].imshow(pca_rgb(f, basis), interpolation="nearest")
+        axes[r0 + i, 0].set_ylabel(name)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or "feature PCA (one basis shared by all rows)")
+    fig.tight_layout()
+    return fig
+
+
+def kmeans(features: Tensor, k: int = 6, iters: int = 20, seed: int = 0) -> Tensor:
+    """Plain k-means on rows [M, D] (cosine, on normalised features) -> labels [M]."""
+    x = torch.nn.functional.normalize(features.float(), dim=-1)
+    gen = torch.Generator().manual_seed(seed)
+    centres = x[torch.randperm(x.shape[0], generator=gen)[:k]].clone()
+    for _ in range(iters):
+        labels = (x @ centres.T).argmax(-1)
+        for c in range(k):
+            sel = x[labels == c]
+            if len(sel):
+                centres[c] = torch.nn.functional.normalize(sel.mean(0), dim=0)
+    return labels
+
+
+def kmeans_figure(rows: dict[str, Sequence[Tensor]], k: int = 6, seed: int = 0) -> plt.Figure:
+    """k-means clusters of each row's maps [D, h, w] (clusters fitted per row over all its maps)."""
+    ncols = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.8 * ncols, 2.3 * len(rows)), squeeze=False)
+    pal = class_colors(k)
+    for i, (name, fs) in enumerate(rows.items()):
+        flat = torch.cat([f.reshape(f.shape[0], -1).T for f in fs])
+        labels = kmeans(flat, k, seed=seed)
+        off = 0
+        for j, f in enumerate(fs):
+            n = f.shape[1] * f.shape[2]
+            axes[i, j].imshow(pal[labels[off : off + n].reshape(f.shape[1], f.shape[2]).numpy()], interpolation="nearest")
+            off += n
+        axes[i, 0].set_ylabel(name)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"k-means (k={k}) of the features")
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(curves: dict[str, Sequence[float]], title: str = "loss", smooth: int = 10, logy: bool = True) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, ys in curves.items():
+        ys = np.asarray(ys, dtype=float)
+        ax.plot(ys, alpha=0.3)
+        if len(ys) > smooth:
+            ax.plot(np.arange(smooth - 1, len(ys)), np.convolve(ys, np.ones(smooth) / smooth, mode="valid"), label=name, color=ax.lines[-1].get_color())
+        else:
+            ax.lines[-1].set_label(name)
+    ax.set_xlabel("step")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3D (plotly)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def frustum_lines(cam_to_world: np.ndarray, K: np.ndarray, width: int, height: int, scale: float = 0.25) -> np.ndarray:
+    """Line segments of one camera frustum in world space (OpenCV camera), as a [M, 3] array with NaN breaks."""
+    corners_px = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=float)
+    rays = np.linalg.solve(K, np.concatenate([corners_px, np.ones((4, 1))], 1).T).T  # [4, 3] at z = 1
+    pts_cam = np.concatenate([np.zeros((1, 3)), rays * scale])
+    pts = (cam_to_world[:3, :3] @ pts_cam.T).T + cam_to_world[:3, 3]
+    order = [0, 1, 0, 2, 0, 3, 0, 4, 1, 2, 3, 4, 1]
+    return np.concatenate([pts[order], np.full((1, 3), np.nan)])
+
+
+def scene_figure(views: Sequence, points: np.ndarray | None = None, colors: np.ndarray | None = None, max_points: int = 20_000, title: str = "") -> "plotly.graph_objects.Figure":  # noqa: F821
+    """Interactive 3D view: camera frustums + a point cloud coloured by RGB."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    if points is not None and len(points):
+        if len(points) > max_points:
+            idx = np.random.default_rng(0).choice(len(points), max_points, replace=False)
+            points, colors = points[idx], None if colors is None else colors[idx]
+        col = None if colors is None else [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in np.clip(colors, 0, 1)]
+        fig.add_trace(go.Scatter3d(x=points[:, 0], y=points[:, 1], z=points[:, 2], mode="markers", marker=dict(size=1.5, color=col), name="points"))
+    lines = np.concatenate([frustum_lines(v.cam_to_world, v.K, v.width, v.height) for v in views])
+    fig.add_trace(go.Scatter3d(x=lines[:, 0], y=lines[:, 1], z=lines[:, 2], mode="lines", line=dict(color="crimson", width=3), name="cameras"))
+    fig.update_layout(title=title, scene=dict(aspectmode="data"), height=550, margin=dict(l=0, r=0, t=40, b=0))
+    return fig
+
+
+def gaussians_figure(means: Tensor, features: Tensor, opacities: Tensor | None = None, max_points: int = 15_000, title: str = "") -> "plotly.graph_objects.Figure":  # noqa: F821
+    """Gaussian centres coloured by a 3-component PCA of their features."""
+    import plotly.graph_objects as go
+
+    keep = torch.arange(means.shape[0])
+    if opacities is not None:
+        keep = keep[opacities.detach() > 0.2]
+    if len(keep) > max_points:
+        keep = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:max_points]]
+    m, f = means.detach()[keep].numpy(), features.detach()[keep].float()
+    basis = pca_basis(f.T[:, :, None])
+    rgb = pca_rgb(f.T[:, :, None], basis)[:, 0]
+    col = [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in rgb]
+    fig = go.Figure(go.Scatter3d(x=m[:, 0], y=m[:, 1], z=m[:, 2], mode="markers", marker=dict(size=1.6, color=col), name="Gaussians"))
+    fig.update_layout(title=title or "Gaussian centres coloured by feature PCA", scene=dict(aspectmode="data"), height=550, margin=dict(l=0, r=0, t=40, b=0))
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Notebook set-up and banners
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def setup_notebook() -> None:
+    """Run once at the top of each notebook: plotly figures that survive HTML export offline, repo root as cwd."""
+    import os
+    from pathlib import Path
+
+    import plotly.io as pio
+
+    pio.renderers.default = "notebook"  # plotly.js inlined in the output: the exported HTML renders offline
+    here = Path.cwd()
+    if here.name == "notebooks" and (here.parent / "pyproject.toml").is_file():
+        os.chdir(here.parent)  # paths in the course are relative to the repo root (papermill runs there too)
+
+
+def weights_banner(weights: str) -> None:
+    """A loud red banner (HTML in Jupyter, plain text in logs) when the backbone's weights are random."""
+    from IPython.display import HTML, display
+
+    from .utils import RANDOM_WEIGHTS_BANNER
+
+    if weights == "random":
+        print(RANDOM_WEIGHTS_BANNER)
+        display(HTML(f'<div style="background:#b00020;color:white;padding:10px;font-weight:bold;border-radius:4px">{RANDOM_WEIGHTS_BANNER}</div>'))
+    else:
+        print(f"backbone weights: {weights}")
+
+
+def table(rows: list[dict] | dict, title: str | None = None) -> None:
+    """Show a small table (list of dicts, or dict of dicts) as HTML with 4 significant digits."""
+    import pandas as pd
+    from IPython.display import display
+
+    df = pd.DataFrame(rows).T if isinstance(rows, dict) else pd.DataFrame(rows)
+    if title:
+        print(title)
+    display(df.style.format(precision=4) if hasattr(df, "style") else df)
+
+
+def probe_examples(probe_path: str, classes: list[str], max_depth: float = 10.0, max_images: int = 3) -> plt.Figure:
+    """Rows: image, seg ground truth and each variant's prediction, depth ground truth and each variant's prediction."""
+    from pathlib import Path
+
+    ex = torch.load(Path(probe_path) / "examples.pt", map_location="cpu", weights_only=True)
+    seg = {k.split("/", 1)[1]: v for k, v in ex["examples"].items() if k.startswith("seg/")}
+    dep = {k.split("/", 1)[1]: v for k, v in ex["examples"].items() if k.startswith("depth/")}
+    n = min(max_images, len(ex["images"]))
+    rows = [("image", None)] + [("seg: ground truth", None)] + [(f"seg: {k}", k) for k in seg] + [("depth: ground truth", None)] + [(f"depth: {k}", k) for k in dep]
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.6 * n, 1.9 * len(rows)), squeeze=False)
+    for j in range(n):
+        for i, (name, key) in enumerate(rows):
+            ax = axes[i, j]
+            if name == "image":
+                ax.imshow(ex["images"][j].numpy())
+            elif name == "seg: ground truth":
+                ax.imshow(colorize_labels(ex["labels"][j].numpy(), len(classes)))
+            elif name.startswith("seg"):
+                ax.imshow(colorize_labels(seg[key]["pred"][j].numpy(), len(classes)))
+            elif name == "depth: ground truth":
+                ax.imshow(ex["depth"][j].numpy(), cmap="turbo", vmin=0, vmax=max_depth / 2)
+            else:
+                ax.imshow(dep[key]["pred"][j].numpy(), cmap="turbo", vmin=0, vmax=max_depth / 2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up, then run the whole test suite: unit tests, every notebook at its smoke defaults, the report in Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[test] installing Debian chromium for the report's browser check"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "[test] chromium could not be installed: the browser test will be skipped"
+fi
+export FIT3D_NO_PROGRESS=1 PYTHONUNBUFFERED=1
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

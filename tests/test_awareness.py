@@ -1,0 +1,174 @@
+"""Tests of the 3D-awareness check on a synthetic scene: a textured plane seen by two pinhole cameras."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fit3d_helpers.awareness import (
+    awareness_table,
+    correspondence_scores,
+    correspondences,
+    covisible_pairs,
+    sample_features,
+    token_centres,
+)
+
+H, W = 96, 128
+GRID = (6, 8)  # 16-pixel patches
+PLANE_Z = 3.0  # world plane z = 3
+
+
+def _K() -> torch.Tensor:
+    return torch.tensor([[100.0, 0.0, 63.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def _c2w(yaw_deg: float, tx: float) -> torch.Tensor:
+    a = math.radians(yaw_deg)
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    T[0, 3] = tx
+    return T
+
+
+def _plane_depth(K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """Analytic planar depth of the plane z = PLANE_Z for every pixel."""
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    rays = torch.stack([xs, ys, torch.ones_like(xs)], -1) @ torch.linalg.inv(K).T  # camera dirs, z = 1
+    dirs_w = rays @ c2w[:3, :3].T
+    return (PLANE_Z - c2w[2, 3]) / dirs_w[..., 2]  # planar depth = ray parameter for z-unit camera rays
+
+
+def _scene():
+    K = _K()
+    ca, cb = _c2w(0.0, 0.0), _c2w(6.0, 0.35)
+    return (_plane_depth(K, ca), K, ca), (_plane_depth(K, cb), K, cb)
+
+
+def _analytic_projection(uv_a: torch.Tensor, K: torch.Tensor, c2w_b: torch.Tensor) -> torch.Tensor:
+    x = (uv_a[:, 0].double() - K[0, 2]) / K[0, 0] * PLANE_Z
+    y = (uv_a[:, 1].double() - K[1, 2]) / K[1, 1] * PLANE_Z
+    pw = torch.stack([x, y, torch.full_like(x, PLANE_Z)], 1)  # camera A = world frame
+    w2c = torch.linalg.inv(c2w_b)
+    pc = pw @ w2c[:3, :3].T + w2c[:3, 3]
+    return (pc @ K.T)[:, :2] / pc[:, 2:3]
+
+
+def _position_features(depth, K, c2w, grid_hw, q: torch.Tensor, omega: float = 0.7) -> torch.Tensor:
+    """Features that are a fixed function of the 3D point seen at each token: a random orthonormal map of
+    [cos, sin](omega * xyz). Cosine between two such features = mean_i cos(omega * dx_i): largest at the
+    same 3D point and decreasing with distance over the scene (omega * extent < pi)."""
+    uv = torch.floor(token_centres(grid_hw, (H, W)) + 0.5)
+    z = depth[uv[:, 1].long(), uv[:, 0].long()]
+    cam = torch.cat([uv, torch.ones_like(uv[:, :1])], 1) @ torch.linalg.inv(K).T * z[:, None]
+    world = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    emb = torch.cat([torch.cos(omega * world), torch.sin(omega * world)], 1)  # [h*w, 6]
+    return (emb @ q.T).T.reshape(q.shape[0], *grid_hw).float()  # [D, h, w]
+
+
+def _orthonormal(d: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, 6, generator=g, dtype=torch.float64))
+    return q  # [d, 6], orthonormal columns: cosine preserved
+
+
+def test_token_centres_convention():
+    c = token_centres((16, 16), (224, 224))
+    assert c[0].tolist() == [6.5, 6.5] and c[1].tolist() == [20.5, 6.5] and c[16].tolist() == [6.5, 20.5]
+
+
+def test_correspondences_match_analytic_projection():
+    (da, K, ca), (db, _, cb) = _scene()
+    uv_a, uv_b = correspondences(da, K, ca, db, K, cb, GRID, (H, W))
+    expected = _analytic_projection(uv_a, K, cb)
+    assert uv_a.shape == uv_b.shape and uv_a.shape[1] == 2
+    assert torch.allclose(uv_b.double(), expected, atol=1e-3)
+    # Every A token whose analytic projection lands inside B is kept (a plane occludes nothing).
+    all_a = torch.floor(token_centres(GRID, (H, W)) + 0.5)
+    proj = _analytic_projection(all_a, K, cb)
+    inside = (proj[:, 0] >= -0.5) & (proj[:, 0] < W - 0.5) & (proj[:, 1] >= -0.5) & (proj[:, 1] < H - 0.5)
+    assert uv_a.shape[0] == int(inside.sum()) and 0 < uv_a.shape[0] < GRID[0] * GRID[1]
+    # uv_a are the pixels nearest the token centres: 16j + 8.
+    assert torch.all(uv_a % 16 == 8)
+
+
+def test_correspondences_drop_occluded_and_invalid():
+    (da, K, ca), (db, _, cb) = _scene()
+    uv_a0, uv_b0 = correspondences(da, K, ca, db, K, cb, GRID)
+    db_occ = db.clone()
+    db_occ[:, :40] = 1.0  # something much closer covers B's left part
+    uv_a1, uv_b1 = correspondences(da, K, ca, db_occ, K, cb, GRID)
+    blocked = torch.floor(uv_b0[:, 0] + 0.5) < 40
+    assert blocked.any() and uv_a1.shape[0] == int((~blocked).sum())
+    assert torch.allclose(uv_b1, uv_b0[~blocked])
+    da_bad = da.clone()
+    da_bad[:, :33] = 0.0
+    da_bad[:16] = float("nan")
+    uv_a2, _ = correspondences(da_bad, K, ca, db, K, cb, GRID)
+    assert torch.all(uv_a2[:, 0] >= 33) and torch.all(uv_a2[:, 1] >= 16) and uv_a2.shape[0] > 0
+
+
+def test_sample_features_hits_token_values_at_centres():
+    feat = torch.randn(5, *GRID)
+    got = sample_features(feat, token_centres(GRID, (H, W)).float(), (H, W))
+    assert torch.allclose(got, feat.reshape(5, -1).T, atol=1e-6)
+
+
+def test_scores_geometric_features_recall_one_random_features_chance():
+    (da, K, ca), (db, _, cb) = _scene()
+    uv_a, uv_b = correspondences(da, K, ca, db, K, cb, GRID)
+    q = _orthonormal(32)
+    fa, fb = _position_features(da, K, ca, GRID, q), _position_features(db, K, cb, GRID, q)
+    s = correspondence_scores(fa, fb, uv_a, uv_b, (H, W), px_thresholds=(16, 32))
+    assert s["n"] == uv_a.shape[0]
+    assert s["recall@16px"] == 1.0 and s["recall@32px"] == 1.0
+    assert s["cos_true"] > 0.99 and s["cos_random"] < s["cos_true"] - 0.1
+    assert s["median_px_error"] <= 16 * math.sqrt(0.5) + 1e-6
+    # Sub-token matching on upsampled B features gets closer than the token spacing.
+    s_up = correspondence_scores(fa, fb, uv_a, uv_b, (H, W), px_thresholds=(16, 32), b_upsample=4)
+    assert s_up["median_px_error"] < s["median_px_error"]
+
+    recalls, chances, gaps = [], [], []
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        ra, rb = torch.randn(32, *GRID, generator=g), torch.randn(32, *GRID, generator=g)
+        r = correspondence_scores(ra, rb, uv_a, uv_b, (H, W), px_thresholds=(16, 32), seed=seed)
+        recalls.append(r["recall@16px"])
+        chances.append(r["chance@16px"])
+        gaps.append(abs(r["cos_true"] - r["cos_random"]))
+    mean_recall, mean_chance = sum(recalls) / len(recalls), sum(chances) / len(chances)
+    assert 0.0 < mean_chance < 0.2
+    assert abs(mean_recall - mean_chance) < 0.1
+    assert sum(gaps) / len(gaps) < 0.1
+
+
+def test_scores_with_no_correspondences_are_nan():
+    s = correspondence_scores(torch.randn(4, *GRID), torch.randn(4, *GRID), torch.zeros(0, 2), torch.zeros(0, 2), (H, W))
+    assert s["n"] == 0 and math.isnan(s["recall@14px"]) and math.isnan(s["cos_true"])
+
+
+def test_awareness_table_and_pairs():
+    (da, K, ca), (db, _, cb) = _scene()
+    q = _orthonormal(32)
+    geo = torch.stack([_position_features(da, K, ca, GRID, q), _position_features(db, K, cb, GRID, q)])
+    rnd = [torch.randn(32, *GRID), torch.randn(32, *GRID)]
+    views = [SimpleNamespace(depth=da.numpy(), K=K.numpy(), cam_to_world=ca.numpy()), (db, K, cb)]
+    pairs = covisible_pairs(views, GRID, min_overlap=0.3)
+    assert {(a, b) for a, b, _ in pairs} == {(0, 1), (1, 0)}
+    assert all(0.3 <= ov <= 0.95 for _, _, ov in pairs)
+
+    table = awareness_table(views, pairs, {"geo": geo, "random": rnd, "fn": lambda i: geo[i]},
+                            px_thresholds=(16, 32))
+    assert set(table) == {"geo", "random", "fn"}
+    assert table["geo"]["n_pairs"] == 2 and table["geo"]["recall@16px"] == 1.0
+    assert table["fn"] == table["geo"]
+    assert table["random"]["recall@16px"] < 0.5 and table["random"]["n"] == table["geo"]["n"]
+    # Pooling: n is the sum over both directions.
+    n01 = correspondences(da, K, ca, db, K, cb, GRID)[0].shape[0]
+    n10 = correspondences(db, K, cb, da, K, ca, GRID)[0].shape[0]
+    assert table["geo"]["n"] == n01 + n10
+    with pytest.raises(ValueError):
+        awareness_table([(None, K, ca), (db, K, cb)], [(0, 1)], {"geo": geo})

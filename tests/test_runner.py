@@ -1,0 +1,237 @@
+"""Batch runner and CLI: discovery, parameter validation, a real papermill run of tiny throwaway notebooks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fit3d_helpers import runner
+from fit3d_helpers.__main__ import main as cli_main
+from fit3d_helpers.report import BANNER_CLASS, REMOTE_PATTERNS
+from fit3d_helpers.utils import RANDOM_WEIGHTS_BANNER
+
+
+def _nb(params: str, *cells: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+WRITE_STATS = """
+import json, os, pathlib
+d = pathlib.Path(artifacts_dir) / {stage!r} / f"h{seed}"
+d.mkdir(parents=True, exist_ok=True)
+(d / "config.json").write_text(json.dumps({{"seed": seed}}))
+(d / "stats.json").write_text(json.dumps({stats}))
+print("cwd", os.getcwd())
+"""
+
+
+def make_repo(root: Path) -> Path:
+    """root/notebooks/{01_ok, 02_random, 03_fail, 04_after}.ipynb; returns the notebooks folder."""
+    nbdir = root / "notebooks"
+    nbdir.mkdir(parents=True)
+    nbformat.write(
+        _nb(
+            'profile = "smoke"\nartifacts_dir = "artifacts"\nseed = 0\nsteps = 10',
+            WRITE_STATS.format(stage="data", seed="{seed}", stats='{"profile": profile, "n_views": 24, "psnr": 28.5}'),
+            'print(f"steps={steps!r} seed={seed!r} profile={profile}")',
+        ),
+        nbdir / "01_ok.ipynb",
+    )
+    probe = (
+        '{"stage": "probe", "profile": profile, "weights": "random", "backbone": "vit_s", "results": '
+        '{"seg": {"original": {"miou": 0.3, "macc": 0.4, "aacc": 0.7}, "concat": {"miou": 0.35, "macc": 0.45, '
+        '"aacc": 0.75}}, "depth": {"original": {"rmse": 0.4, "absrel": 0.2, "delta1": 0.7}, "concat": '
+        '{"rmse": 0.35, "absrel": 0.15, "delta1": 0.8}}}}'
+    )
+    nbformat.write(
+        _nb(
+            'profile = "smoke"\nartifacts_dir = "artifacts"\nseed = 0\nweights = "auto"',
+            f"print({RANDOM_WEIGHTS_BANNER!r})  # what the course prints when the backbone is random-init",
+            WRITE_STATS.format(stage="probe", seed="{seed}", stats=probe),
+        ),
+        nbdir / "02_random.ipynb",
+    )
+    nbformat.write(_nb('profile = "smoke"', 'raise ValueError("boom from 03")'), nbdir / "03_fail.ipynb")
+    nbformat.write(_nb('profile = "smoke"\nseed = 0', "print('never')"), nbdir / "04_after.ipynb")
+    (nbdir / "notes.ipynb").write_text("{}")  # not NN_*: ignored
+    return nbdir
+
+
+# ---------------------------------------------------------------------------------------------- unit level
+
+
+def test_parse_value_literals_else_string():
+    assert runner.parse_value("3") == 3
+    assert runner.parse_value("1e-4") == 1e-4
+    assert runner.parse_value("True") is True
+    assert runner.parse_value("None") is None
+    assert runner.parse_value("[1, 2]") == [1, 2]
+    assert runner.parse_value("'0/2'") == "0/2"
+    assert runner.parse_value("0/2") == "0/2"  # not a literal: kept as text
+    assert runner.parse_value("dinov2_small") == "dinov2_small"
+
+
+def test_parse_overrides_global_and_per_notebook():
+    o = runner.parse_overrides(["seed=1", "2.iterations=300", "02.backbone=clip_base", "lr=1e-3"])
+    assert o == {"seed": 1, "02.iterations": 300, "02.backbone": "clip_base", "lr": 1e-3}
+    with pytest.raises(runner.ParameterError):
+        runner.parse_overrides(["novalue"])
+    with pytest.raises(runner.ParameterError):
+        runner.parse_overrides(["ab.x=1"])
+    with pytest.raises(runner.ParameterError, match="--profile"):
+        runner.parse_overrides(["profile=paper"])
+
+
+def test_discover_and_only(tmp_path):
+    nbdir = make_repo(tmp_path)
+    names = [p.name for p in runner.discover_notebooks(nbdir)]
+    assert names == ["01_ok.ipynb", "02_random.ipynb", "03_fail.ipynb", "04_after.ipynb"]
+    assert [p.name for p in runner.discover_notebooks(nbdir, "3,01")] == ["01_ok.ipynb", "03_fail.ipynb"]
+    with pytest.raises(runner.ParameterError, match="09"):
+        runner.discover_notebooks(nbdir, "09")
+
+
+def test_plan_parameters_validation_lists_keys(tmp_path):
+    nbdir = make_repo(tmp_path)
+    nbs = runner.discover_notebooks(nbdir, "01,02,03")
+    plan = runner.plan_parameters(nbs, "paper", {"seed": 5, "02.weights": "random"}, "artifacts")
+    p1, p2, p3 = (plan[n] for n in nbs)
+    assert p1 == {"profile": "paper", "artifacts_dir": "artifacts", "seed": 5}
+    assert p2 == {"profile": "paper", "artifacts_dir": "artifacts", "seed": 5, "weights": "random"}
+    assert p3 == {"profile": "paper"}  # defines neither artifacts_dir nor seed
+    with pytest.raises(runner.ParameterError) as e:
+        runner.plan_parameters(nbs, "smoke", {"bogus": 1, "01.weights": "x"}, "artifacts")
+    msg = str(e.value)
+    assert "bogus" in msg and "01_ok.ipynb has no parameter 'weights'" in msg
+    assert "01_ok.ipynb: profile, artifacts_dir, seed, steps" in msg
+    assert "02_random.ipynb: profile, artifacts_dir, seed, weights" in msg
+
+
+def test_cli_unknown_key_exits_2_before_running(tmp_path, capsys):
+    nbdir = make_repo(tmp_path)
+    rc = cli_main(["run", "--notebooks-dir", str(nbdir), "--set", "nope=3"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "Valid parameters per notebook" in err
+    assert not (tmp_path / "report").exists()  # nothing ran
+
+
+def test_notebook_without_profile_is_rejected(tmp_path):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, nbdir / "01_bad.ipynb")
+    with pytest.raises(runner.ParameterError, match="tagged 'parameters'"):
+        runner.plan_parameters(runner.discover_notebooks(nbdir), "smoke", {}, None)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """One real batch: 01 ok, 02 ok (random weights), 03 fails, 04 never runs."""
+    root = tmp_path_factory.mktemp("repo")
+    nbdir = make_repo(root)
+    lines: list[str] = []
+    run = runner.run_notebooks(
+        nbdir, "smoke", overrides=["steps=7", "02.seed=3"], echo=lines.append
+    )
+    return root, run, lines
+
+
+def test_batch_stops_at_failure_and_records_it(batch):
+    root, run, lines = batch
+    report = root / "report"
+    st = {n["name"]: n["status"] for n in run["notebooks"]}
+    assert st == {"01_ok": "ok", "02_random": "ok", "03_fail": "failed", "04_after": "skipped"}
+    assert run["ok"] is False
+    fail = next(n for n in run["notebooks"] if n["name"] == "03_fail")
+    assert "boom from 03" in fail["error"]
+    # the failing notebook still has its page, with the traceback visible
+    page = (report / "03_fail.html").read_text()
+    assert "boom from 03" in page and "ValueError" in page
+    assert not (report / "04_after.html").exists()
+    assert any("03_fail: failed" in line for line in lines)
+    assert any(re.search(r"01_ok: ok \(\d+\.\d s\)", line) for line in lines)
+
+
+def test_run_json_metadata(batch):
+    root, run, _ = batch
+    on_disk = json.loads((root / "report" / "run.json").read_text())
+    assert on_disk["notebooks"] == run["notebooks"]
+    for key in ("commit", "profile", "overrides", "device", "torch", "python", "date", "total_wall_s"):
+        assert key in on_disk, key
+    assert on_disk["commit"]  # a sha or "unknown"
+    assert on_disk["profile"] == "smoke"
+    assert on_disk["overrides"] == {"steps": 7, "02.seed": 3}
+    assert on_disk["device"] == "cpu" or on_disk["device"].startswith("cuda")
+    ok = [n for n in on_disk["notebooks"] if n["status"] == "ok"]
+    assert all(n["wall_s"] > 0 for n in ok)
+    p = {n["name"]: n["parameters"] for n in on_disk["notebooks"]}
+    assert p["01_ok"] == {"profile": "smoke", "artifacts_dir": "artifacts", "steps": 7}
+    assert p["02_random"] == {"profile": "smoke", "artifacts_dir": "artifacts", "seed": 3}
+
+
+def test_parameters_reach_the_kernel_and_cwd_is_repo_root(batch):
+    root, _, _ = batch
+    nb = nbformat.read(root / "report" / "01_ok.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "steps=7 seed=0 profile=smoke" in text
+    assert f"cwd {root}" in text
+    assert (root / "artifacts" / "data" / "h0" / "stats.json").is_file()
+    assert (root / "artifacts" / "probe" / "h3" / "stats.json").is_file()  # 02.seed=3 went to 02 only
+
+
+def test_pages_offline_with_banner_everywhere(batch):
+    root, run, _ = batch
+    report = root / "report"
+    pages = sorted(report.glob("*.html"))
+    assert {p.name for p in pages} == {"01_ok.html", "02_random.html", "03_fail.html", "index.html"}
+    for p in pages:
+        text = p.read_text()
+        for pat in REMOTE_PATTERNS:
+            assert not pat.search(text), f"{p.name} loads {pat.search(text).group(0)}"
+        # 02 printed the banner and wrote weights=random: every page of the run carries it
+        assert f'class="{BANNER_CLASS}"' in text, p.name
+        assert RANDOM_WEIGHTS_BANNER.split(".")[0] in text
+
+
+def test_index_links_and_tables(batch):
+    root, _, _ = batch
+    index = (root / "report" / "index.html").read_text()
+    for page in ("01_ok.html", "02_random.html", "03_fail.html"):
+        assert f'href="{page}"' in index
+    assert "Headline results" in index and "Reported by the paper" in index
+    assert "35.00" in index  # concat mIoU 0.35 shown in percent, from stats.json
+    assert ">28.5<" in index  # data stage scalar stat
+
+
+def test_only_merges_with_previous_run(batch, tmp_path):
+    root, _, _ = batch
+    lines: list[str] = []
+    run = runner.run_notebooks(root / "notebooks", "smoke", only="01", echo=lines.append)
+    assert run["ok"] is True
+    names = {n["name"]: n for n in run["notebooks"]}
+    assert names["01_ok"]["status"] == "ok" and not names["01_ok"].get("from_previous_run")
+    assert names["03_fail"].get("from_previous_run") is True  # kept from the earlier batch, for the index
+
+
+def test_rebuild_report_from_executed_notebooks(batch):
+    root, _, _ = batch
+    report = root / "report"
+    (report / "index.html").unlink()
+    (report / "02_random.html").unlink()
+    index = runner.rebuild_report(report)
+    assert index.is_file() and (report / "02_random.html").is_file()
+    assert f'class="{BANNER_CLASS}"' in (report / "02_random.html").read_text()
+    assert 'href="02_random.html"' in index.read_text()
