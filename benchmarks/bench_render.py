@@ -1,8 +1,9 @@
 """Benchmark of the pure-PyTorch Gaussian rasterizer (forward + backward), with a reusable room-like scene.
 
 Run: ``python benchmarks/bench_render.py`` (add ``--quick`` for the 160x120 rows only, ``--threads``,
-``--repeats``). Prints, for N Gaussians x image size, at D = 67 channels (3 RGB + 64 features): the median and
-best forward+backward time over several repeats, the pairs composited per pixel, and the peak-RSS increase.
+``--repeats``). Each case runs in its own process. Prints, for N Gaussians x image size at D = 67 channels
+(3 RGB + 64 features): forward+backward wall time (median and best of the repeats) and CPU time, forward-only
+time, the (pixel, Gaussian) pairs composited per pixel, and the peak RSS of the case.
 
 ``make_room_scene`` is the scene: a camera looking into the corner of a room (back wall, floor, ceiling, two
 side walls and a table top, 1-4.5 m away); points are spread over the image as an unprojected depth map would
@@ -14,10 +15,12 @@ scene looks like to the renderer, rather than a cloud of tiny, sparse Gaussians.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,23 +129,17 @@ def make_room_scene(
     }
 
 
-def _rss_mb() -> float:
+def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _current_rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:  # pragma: no cover
-        return float("nan")
-
-
 def bench_case(n: int, width: int, height: int, channels: int, repeats: int, seed: int = 0) -> dict[str, float]:
+    """Time forward+backward (w.r.t. means, quats, scales, opacities, colors) on ``make_room_scene``."""
     scene = make_room_scene(n, width, height, channels, seed=seed)
     leaves = {k: scene[k].clone().requires_grad_(True) for k in ("means", "quats", "scales", "opacities", "colors")}
     fixed = {k: scene[k] for k in ("viewmats", "Ks", "width", "height")}
-    grad_img = torch.randn(1, height, width, channels)
+    grad_img = torch.randn(1, height, width, channels, generator=torch.Generator().manual_seed(1))
+    rss_before = _peak_rss_mb()
 
     def step():
         for v in leaves.values():
@@ -150,35 +147,33 @@ def bench_case(n: int, width: int, height: int, channels: int, repeats: int, see
         renders, alphas = rasterize(**leaves, **fixed, backend="torch")
         torch.autograd.backward([renders, alphas], [grad_img, torch.ones_like(alphas)])
 
-    with torch.no_grad():
-        _, alphas, info = rasterize_with_info(**scene, backend="torch")
     step()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - t0)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     fwd = []
     with torch.no_grad():
-        for _ in range(max(2, repeats // 2)):
+        for _ in range(repeats):
             t0 = time.perf_counter()
-            rasterize(**scene, backend="torch")
+            _, alphas, info = rasterize_with_info(**scene, backend="torch")
             fwd.append(time.perf_counter() - t0)
     return {
-        "median_ms": 1e3 * statistics.median(times),
-        "best_ms": 1e3 * min(times),
+        "n": n,
+        "width": width,
+        "height": height,
         "fwd_ms": 1e3 * statistics.median(fwd),
-        "visible": float(info["visible"].sum()),
+        "median_ms": 1e3 * statistics.median(wall),
+        "best_ms": 1e3 * min(wall),
+        "cpu_ms": 1e3 * min(cpu),
+        "visible": int(info["visible"].sum()),
+        "pairs_per_px": info["n_pairs"] / (width * height),
         "coverage": float((alphas > 0.5).float().mean()),
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_delta_mb": _peak_rss_mb() - rss_before,
     }
-
-
-def count_pairs(n: int, width: int, height: int, seed: int = 0) -> float:
-    """Composited (pixel, Gaussian) pairs per pixel (alpha >= 1/255, before the transmittance stop)."""
-    scene = make_room_scene(n, width, height, 1, seed=seed)
-    with torch.no_grad():
-        _, _, info = rasterize_with_info(**scene, backend="torch")
-    return info["n_pairs"] / (width * height)
 
 
 def main(argv=None) -> None:
@@ -188,28 +183,37 @@ def main(argv=None) -> None:
     ap.add_argument("--channels", type=int, default=67)
     ap.add_argument("--quick", action="store_true", help="160x120 only")
     ap.add_argument("--sizes", default="10000,30000,100000")
+    ap.add_argument("--case", help=argparse.SUPPRESS)  # "n,width,height": run one case, print JSON
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.case:
+        n, w, h = (int(x) for x in args.case.split(","))
+        print(json.dumps(bench_case(n, w, h, args.channels, args.repeats)))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     resolutions = [(160, 120)] if args.quick else [(160, 120), (320, 240)]
-    print(f"torch {torch.__version__}, {args.threads} threads, D = {args.channels}, repeats = {args.repeats}")
-    print("fwd+bwd: forward and backward w.r.t. means, quats, scales, opacities, colors (median / best)")
-    print("peak RSS +: growth of the process's peak RSS during the case (0 when an earlier case peaked higher)")
-    header = f"{'N':>7} {'image':>8} {'visible':>8} {'pairs/px':>8} {'fwd ms':>8} {'fwd+bwd ms (med/best)':>22} {'peak RSS +MB':>12}"
+    print(f"torch {torch.__version__}, {args.threads} threads, D = {args.channels}, {args.repeats} repeats, "
+          f"load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
+    print("fwd+bwd: wall time of forward + backward w.r.t. means, quats, scales, opacities, colors (median, best);")
+    print("cpu: process CPU time of the best repeat (all threads); fwd: forward only, no grad (median);")
+    print("peak RSS: the case's own process (scene + renders), and its growth over the scene alone.")
+    header = (f"{'N':>7} {'image':>8} {'visible':>8} {'pairs/px':>8} {'fwd ms':>7} {'fwd+bwd med':>11} "
+              f"{'best':>6} {'cpu':>6} {'peak RSS MB':>11} {'(+render)':>9}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for width, height in resolutions:
         for n in sizes:
-            rss0 = _rss_mb()
-            r = bench_case(n, width, height, args.channels, args.repeats)
-            rss1 = _rss_mb()
-            ppp = count_pairs(n, width, height)
+            cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{n},{width},{height}",
+                   "--threads", str(args.threads), "--repeats", str(args.repeats), "--channels", str(args.channels)]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
             print(
-                f"{n:>7} {width:>4}x{height:<3} {int(r['visible']):>8} {ppp:>8.1f} {r['fwd_ms']:>8.0f} "
-                f"{r['median_ms']:>12.0f} / {r['best_ms']:<7.0f} {rss1 - rss0:>12.0f}",
+                f"{n:>7} {width:>4}x{height:<3} {r['visible']:>8} {r['pairs_per_px']:>8.1f} {r['fwd_ms']:>7.0f} "
+                f"{r['median_ms']:>11.0f} {r['best_ms']:>6.0f} {r['cpu_ms']:>6.0f} {r['peak_rss_mb']:>11.0f} "
+                f"{r['peak_rss_delta_mb']:>9.0f}",
                 flush=True,
             )
-    print(f"process peak RSS: {_rss_mb():.0f} MB (current {_current_rss_mb():.0f} MB)")
+    print(f"load average {os.getloadavg()[0]:.1f} at end (other processes on the machine inflate the times)")
 
 
 if __name__ == "__main__":

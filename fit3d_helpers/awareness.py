@@ -120,7 +120,8 @@ def correspondences(
     z_a = z_a[ok]
 
     uv_b, z_b = project(unproject(uv_a, z_a, K_a, c2w_a), K_b, c2w_b)
-    inside = (z_b > 1e-6) & (uv_b[:, 0] >= -0.5) & (uv_b[:, 0] < W - 0.5) & (uv_b[:, 1] >= -0.5) & (uv_b[:, 1] < H - 0.5)
+    inside = (z_b > 1e-6) & (uv_b[:, 0] >= -0.5) & (uv_b[:, 0] < W - 0.5)
+    inside &= (uv_b[:, 1] >= -0.5) & (uv_b[:, 1] < H - 0.5)
     inside &= torch.isfinite(uv_b).all(dim=1)
     pix_b = _nearest_pixel(torch.nan_to_num(uv_b))
     pix_b[:, 0].clamp_(0, W - 1)
@@ -313,8 +314,16 @@ def awareness_table(
     pixel thresholds are in image pixels, so the numbers stay comparable.
 
     Scores are pooled over all correspondences of all pairs (pairs with more matches weigh more; the median
-    is over all of them); every variant uses the same correspondences for a given token grid. Returns ``{variant: {metric: value}}`` with the
-    keys of ``correspondence_scores`` plus ``n_pairs``.
+    is over all of them); every variant uses the same correspondences for a given token grid. Returns
+    ``{variant: {metric: value}}`` with the keys of ``correspondence_scores`` plus ``n_pairs``.
+
+    A concatenated variant (original ⊕ fine-tuned) is scored by the cosine of the concatenation, so each half
+    counts in proportion to its norm; DINOv2's normed tokens have similar norms before and after fine-tuning.
+
+    Example::
+
+        pairs = covisible_pairs(scene.views, grid_hw=(12, 16), max_pairs=20)
+        table = awareness_table(scene.views, pairs, {"DINOv2": feats_orig, "FiT3D": feats_cat})
     """
     ths = [float(t) for t in px_thresholds]
     geoms = [_geometry(v) for v in views]

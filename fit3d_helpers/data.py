@@ -417,7 +417,7 @@ def _resolve_frame_file(json_path: Path, rel: str, where: str, what: str, key: s
     )
 
 
-def _intrinsics(d: dict[str, Any], top: dict[str, Any], where: str) -> dict[str, float]:
+def _intrinsics(d: dict[str, Any], top: dict[str, Any], where: str) -> dict[str, Any]:
     """fl_x/fl_y/cx/cy/w/h from the frame, falling back to the top level; camera_angle_x like instant-ngp."""
 
     def get(key: str) -> Any:
@@ -437,11 +437,9 @@ def _intrinsics(d: dict[str, Any], top: dict[str, Any], where: str) -> dict[str,
             "frame, or instant-ngp's 'camera_angle_x'."
         )
     fy = fx if fy is None else fy
-    out = {"fx": float(fx), "fy": float(fy), "w": w, "h": h, "cx": get("cx"), "cy": get("cy")}
     dist = [float(get(k) or 0.0) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
-    if any(abs(x) > 0 for x in dist):
-        warnings.warn(f"{where}: lens distortion coefficients are ignored (pinhole model used).", stacklevel=3)
-    return out
+    return {"fx": float(fx), "fy": float(fy), "w": w, "h": h, "cx": get("cx"), "cy": get("cy"),
+            "distorted": any(abs(x) > 0 for x in dist)}
 
 
 def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool) -> Scene:
@@ -464,7 +462,7 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
         raise SceneError(f"{where_file}: 'frames' is empty; a scene needs at least one view.")
     depth_scale = float(meta.get("depth_unit_scale_factor", 1e-3))
     views: list[View] = []
-    skipped = 0
+    skipped = n_distorted = 0
     for i, fr in enumerate(frames):
         where = f"{where_file} frame {i}"
         if not isinstance(fr, dict):
@@ -483,6 +481,7 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
             raise SceneError(f"{where}: transform_matrix is not a numeric matrix.") from None
         c2w = opengl_to_opencv(_check_rotation(m, where))
         intr = _intrinsics(fr, meta, where)
+        n_distorted += bool(intr["distorted"])
         img_path = _resolve_frame_file(json_path, str(fr["file_path"]), where, "image", "file_path")
         image = _read_image(img_path, where)  # [H, W, 3]
         h, w = image.shape[:2]
@@ -525,6 +524,10 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
     name = base.name if json_path.name == "transforms.json" else f"{base.name}/{json_path.stem}"
     if not views:
         raise SceneError(f"{where_file}: every frame is flagged 'is_bad'; no usable views.")
+    if n_distorted:
+        warnings.warn(f"{where_file}: lens distortion (k1..k4, p1, p2) of {n_distorted} frame(s) is ignored: the "
+                      "pinhole model is used. Use undistorted images (ScanNet++: transforms_undistorted.json).",
+                      stacklevel=3)
     extra = {k: v for k, v in meta.items() if k not in ("frames", "test_frames")}
     extra["skipped_bad_frames"] = skipped
     return Scene(name, base, views, points, colors, classes, extra)

@@ -40,7 +40,7 @@ def data_stage(profile: Profile, artifacts_dir: str | Path = "artifacts", *, wor
     for path in split.train + split.val:
         scene = load_scene(path)
         per_scene[scene.name] = float(np.mean([reprojection_consistency(a, b, 0.03) for a, b in zip(scene.views[:-1], scene.views[1:])]))
-    stats = {"stage": "data", "dataset": profile.dataset, "train_scenes": len(split.train), "val_scenes": len(split.val),
+    stats = {"stage": "data", "profile": profile.name, "dataset": profile.dataset, "train_scenes": len(split.train), "val_scenes": len(split.val),
              "views_per_scene": len(load_scene(split.train[0]).views) if split.train else 0,
              "image_hw": [profile.height, profile.width], "generate_seconds": round(gen_seconds, 1),
              "consistency_3cm_mean": float(np.mean(list(per_scene.values()))), "consistency_3cm_min": float(np.min(list(per_scene.values()))),
@@ -162,18 +162,19 @@ def _feats(variant: str, orig: torch.Tensor, ft: torch.Tensor) -> tuple[Any, str
 def probe_stage(profile: Profile, split: SceneSplit, original: Backbone, finetuned: Backbone, finetune_id: str,
                 artifacts_dir: str | Path = "artifacts", *, variants: tuple[str, ...] = PROBE_VARIANTS,
                 tasks: tuple[str, ...] = ("seg", "depth"), awareness: bool = True, device: str = "auto",
-                seed: int = 0, force: bool = False) -> dict[str, Any]:
+                seed: int = 0, force: bool = False, tag: dict[str, Any] | None = None) -> dict[str, Any]:
     """Linear probes (seg, depth) and the 3D-awareness check for each feature variant; cached by config hash.
 
     Trained on the training scenes' views, evaluated on the held-out scenes (never seen in fine-tuning).
     ``finetune_id`` names the fine-tuned model (its artifact hash, or "fit3d" for the released checkpoint).
+    ``tag`` (e.g. ``{"headline": True}`` or ``{"ablation": "epochs", "value": 2}``) tells the report what the run is.
     """
     from . import awareness as A
     from . import probe as P
 
     key = {"stage": "probe", "original": original.describe(), "finetuned": finetune_id, "train": [str(p) for p in split.train],
            "val": [str(p) for p in split.val], "variants": list(variants), "tasks": list(tasks), "awareness": awareness,
-           "steps": [profile.probe_steps_seg, profile.probe_steps_depth], "batch": profile.probe_batch, "max_depth": profile.max_depth, "seed": seed}
+           "steps": [profile.probe_steps_seg, profile.probe_steps_depth], "batch": profile.probe_batch, "max_depth": profile.max_depth, "seed": seed, "tag": tag or {}}
     out = Path(artifacts_dir) / "probe" / config_hash(key)
     if artifact_complete(out) and not force:
         return {**read_json(out / "stats.json"), "path": str(out)}
@@ -209,7 +210,7 @@ def probe_stage(profile: Profile, split: SceneSplit, original: Backbone, finetun
             ids = [i for i, s in enumerate(val.scene_of) if s == si]
             pairs += [(ids[a], ids[b], ov) for a, b, ov in A.covisible_pairs([val.views[i] for i in ids], grid, max_pairs=12)]
         aware = A.awareness_table(val.views, pairs, {"original": o_va, "finetuned": f_va, "concat": torch.cat([o_va, f_va], 1)}, seed=seed)
-    stats = {"stage": "probe", **{k: v for k, v in original.describe().items() if k in ("backbone", "weights")}, "finetuned": finetune_id,
+    stats = {"stage": "probe", "profile": profile.name, **(tag or {}), **{k: v for k, v in original.describe().items() if k in ("backbone", "weights")}, "finetuned": finetune_id,
              "train_views": int(train.images.shape[0]), "val_views": int(val.images.shape[0]),
              "depth_pixels_masked_val": int((val.depth == 0).sum()), "classes": train.classes,
              "results": results, "awareness": aware, "wall_seconds": round(time.time() - t0, 1)}

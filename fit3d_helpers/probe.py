@@ -570,7 +570,12 @@ def _example_indices(n: int, k: int) -> Tensor:
 
 @torch.no_grad()
 def predict_seg(
-    model: ProbeModel, feats: Feats, out_hw: tuple[int, int], *, batch_size: int = 16, device: str | torch.device = "cpu"
+    model: ProbeModel,
+    feats: Feats,
+    out_hw: tuple[int, int],
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
 ) -> Tensor:
     """Label maps ``[N, H, W]`` (int64, CPU) from a trained segmentation probe."""
     device = resolve_device(device)

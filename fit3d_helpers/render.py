@@ -44,6 +44,7 @@ How it is vectorised (no Python loop over pixels, tiles or Gaussians):
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -259,30 +260,43 @@ def _segment_exclusive_cumsum(x: Tensor, counts: Tensor) -> Tensor:
 
 
 def _segment_exclusive_suffix_sum(x: Tensor, counts: Tensor) -> Tensor:
-    """Σ_{j>i} x_j within each segment."""
-    rc = torch.flip(torch.cumsum(torch.flip(x, (0,)), 0), (0,))  # Σ_{j>=i} over all elements
+    """Σ_{j>i} x_j within each segment (= the segment's last inclusive cumsum minus this one's)."""
+    cs = torch.cumsum(x, 0)
     ends = torch.cumsum(counts, 0)
-    after = torch.zeros_like(counts, dtype=x.dtype)
-    inner = ends < x.shape[0]
-    after[inner] = rc[ends[inner]]
-    return rc - x - torch.repeat_interleave(after, counts, output_size=x.shape[0])
+    nonempty = counts > 0
+    last = torch.zeros_like(counts, dtype=x.dtype)
+    last[nonempty] = cs[ends[nonempty] - 1]
+    return torch.repeat_interleave(last, counts, output_size=x.shape[0]) - cs
 
 
-try:  # the per-pair dot product <grad_out[pixel], colour[gaussian]> without a pairs x channels tensor
+try:  # fallback for the per-pair dot products (no pairs x channels tensor either)
     _eb_psw_backward = torch.ops.aten._embedding_bag_per_sample_weights_backward
 except (AttributeError, RuntimeError):  # pragma: no cover - very old or very new torch
     _eb_psw_backward = None
 
 
 def _pair_dots(grad_out: Tensor, table: Tensor, vis: Tensor, offsets: Tensor, pix: Tensor) -> Tensor:
+    """q_i = <grad_out[pix_i], table[vis_i]> for pairs sorted by pixel (columns ascending within a pixel).
+
+    The pairs form a CSR matrix [pixels x Gaussians], so this is a sampled dense-dense product (SDDMM), about
+    2x faster than embedding_bag's own per-sample-weight backward on CPU.
+    """
+    n = vis.shape[0]
+    try:
+        crow = torch.cat([offsets, torch.tensor([n], dtype=offsets.dtype, device=offsets.device)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            mask = torch.sparse_csr_tensor(
+                crow, vis, torch.zeros(n, dtype=table.dtype, device=table.device), size=(grad_out.shape[0], table.shape[0])
+            )
+            return torch.sparse.sampled_addmm(mask, grad_out, table.t(), beta=0.0).values()
+    except (RuntimeError, NotImplementedError, AttributeError):  # pragma: no cover - builds without it
+        pass
     if _eb_psw_backward is not None:
-        try:
-            return _eb_psw_backward(grad_out, table, vis, offsets, pix, 0, -1)
-        except RuntimeError:  # pragma: no cover
-            pass
-    out = torch.empty(vis.shape[0], dtype=table.dtype, device=table.device)
-    step = 1 << 18
-    for s in range(0, vis.shape[0], step):
+        return _eb_psw_backward(grad_out, table, vis, offsets, pix, 0, -1)
+    out = torch.empty(n, dtype=table.dtype, device=table.device)  # pragma: no cover
+    step = 1 << 16
+    for s in range(0, n, step):
         out[s : s + step] = (grad_out[pix[s : s + step]] * table[vis[s : s + step]]).sum(-1)
     return out
 
@@ -321,7 +335,8 @@ class _Composite(torch.autograd.Function):
             q = _pair_dots(grad_out, table, vis, offsets, pix)
             suffix = _segment_exclusive_suffix_sum((w * q).double(), counts).to(alpha.dtype)
             g_alpha = T * q - suffix / (1.0 - alpha)
-            g_alpha = torch.where(alpha < MAX_ALPHA, g_alpha, torch.zeros((), dtype=alpha.dtype, device=alpha.device))
+            live = (alpha < MAX_ALPHA) & (alpha > 0)  # clamped: no gradient; alpha 0: not composited
+            g_alpha = torch.where(live, g_alpha, torch.zeros((), dtype=alpha.dtype, device=alpha.device))
             mx, my, a, b, c, op = params.index_select(1, vis).unbind(0)  # contiguous rows
             gpix = pix + pix0
             row = torch.div(gpix, width, rounding_mode="floor")
@@ -413,17 +428,20 @@ def _band_pairs(g: dict[str, Tensor], r0: int, r1: int, width: int):
     sy = (0.5 * per_tile("cc"))[:, None] * dy * dy  # [n_t, TILE] (rows)
     sigma = sy.unsqueeze(2) + sx.unsqueeze(1)
     sigma.addcmul_((per_tile("cb")[:, None] * dy).unsqueeze(2), dx.unsqueeze(1))  # [n_t, rows, cols]
-    alpha = torch.exp(sigma.neg_()).mul_(per_tile("op")[:, None, None]).clamp_max_(MAX_ALPHA).view(-1)
-    flat = torch.nonzero(alpha >= ALPHA_THRESHOLD).squeeze(1)
+    # alpha = o exp(-sigma) >= 1/255  <=>  sigma <= ln(255 o): test sigma on the block (a hair loose), take exp
+    # of the survivors only, and apply the exact alpha test there (failures get alpha 0: never composited)
+    flat = torch.nonzero((sigma <= per_tile("lnthr")[:, None, None]).view(-1)).squeeze(1)
     if flat.numel() == 0:
         return None
-    alpha = alpha.index_select(0, flat)
+    tile = torch.div(flat, TILE * TILE, rounding_mode="floor")
+    alpha = torch.exp(-sigma.view(-1).index_select(0, flat)).mul_(per_tile("op").index_select(0, tile))
+    alpha.clamp_max_(MAX_ALPHA)
+    alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros((), dtype=dtype, device=dev))
     n_pix = (r1 - r0) * width
     # one sort key per pair: (pixel, depth rank among the band's Gaussians); int32 when it fits
     kd = torch.int64 if n_pix * n_sel >= 2**31 - 1 else torch.int32
     keybase = (((ys - r0) * width + xs) * n_sel + gi).to(kd)  # [n_t]
     cell_key = ((_CELL.to(dev) // TILE * width + _CELL.to(dev) % TILE) * n_sel).to(kd)  # [TILE * TILE]
-    tile = torch.div(flat, TILE * TILE, rounding_mode="floor")
     key = keybase.index_select(0, tile) + cell_key.index_select(0, flat - tile * (TILE * TILE))
     del sigma, dx, dy, sx, sy, keybase, tile, flat
     key, perm = torch.sort(key)  # keys are unique
@@ -443,6 +461,7 @@ def _band_pairs(g: dict[str, Tensor], r0: int, r1: int, width: int):
     # order, i.e. Gaussian by Gaussian, so it is the inverse of the sort permutation.
     n_pairs = perm.numel()
     n_keep = int(keep.sum())
+    n_composited = int((keep & (alpha > 0)).sum())
     if n_keep >= _COMPACT_BELOW * n_pairs:
         # few pairs cut: keep them with zero weight (their gradient is zero too: alpha = 0 and nothing composited
         # after them), which is cheaper than compacting
@@ -457,7 +476,7 @@ def _band_pairs(g: dict[str, Tensor], r0: int, r1: int, width: int):
         rank = torch.full((n_pairs,), -1, dtype=torch.int64, device=dev)
         rank.index_copy_(0, perm.index_select(0, idx), torch.arange(idx.numel(), device=dev))
         gorder = rank[rank >= 0]
-    return gauss, pix, alpha, T, gorder, n_keep
+    return gauss, pix, alpha, T, gorder, n_composited
 
 
 def _plan_bands(g: dict[str, Tensor], n_rows: int, chunk_pairs: int) -> list[tuple[int, int]]:
@@ -522,6 +541,7 @@ def _torch_rasterize(
             "ca": cd[:, 0].contiguous(), "cb": cd[:, 1].contiguous(), "cc": cd[:, 2].contiguous(),
             "op": op_cn.detach().reshape(-1).index_select(0, flat).to(m2.dtype),
         }  # fmt: skip
+        g["lnthr"] = torch.log(g["op"] * (1.0 / ALPHA_THRESHOLD)) * (1 + 1e-6) + 1e-6
         bands = _plan_bands(g, C * height, int(chunk_pairs))
 
     # differentiable tables of the visible Gaussians, in the same order as g: params [6, G], colours [G, D+1]

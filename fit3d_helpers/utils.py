@@ -85,6 +85,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(_jsonable(obj), f, indent=2)
+        os.chmod(tmp, 0o644)  # mkstemp makes files owner-only; reports are shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

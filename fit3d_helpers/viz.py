@@ -286,3 +286,32 @@ def probe_examples(probe_path: str, classes: list[str], max_depth: float = 10.0,
                 ax.set_ylabel(name, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def assembly_tables(probe_stats: dict) -> None:
+    """The assembly ablation (concat / add / linear) and fine-tuned-only vs concatenated, from one probe run's stats."""
+    res = probe_stats["results"]
+    rows = {v: {"seg mIoU": res["seg"][v]["miou"], "seg mAcc": res["seg"][v]["macc"], "depth RMSE": res["depth"][v]["rmse"],
+                "depth δ<1.25": res["depth"][v]["delta1"]} for v in res["seg"] if v in res.get("depth", {})}
+    table({k: rows[k] for k in ("concat", "add", "linear") if k in rows}, "assembly of original and fine-tuned features:")
+    aware = probe_stats.get("awareness", {})
+    both = {k: {**rows.get(k, {}), **{f"3D {m}": x for m, x in aware.get(k, {}).items() if m.startswith(("recall", "cos_true"))}}
+            for k in ("original", "finetuned", "concat") if k in rows}
+    table(both, "fine-tuned only vs concatenated (with the original for reference):")
+
+
+def ablation_figure(rows: dict[str, list[dict]]) -> "plotly.graph_objects.Figure":  # noqa: F821
+    """One panel per ablation: seg mIoU and depth RMSE of the concatenated features against the setting."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    names = list(rows)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, specs=[[{"secondary_y": True}] * len(names)])
+    for j, name in enumerate(names, start=1):
+        xs = [str(r["value"]) for r in rows[name]]
+        fig.add_trace(go.Bar(x=xs, y=[r["seg_miou_concat"] for r in rows[name]], name="seg mIoU (concat)", marker_color="#3b6fd8",
+                             showlegend=j == 1), row=1, col=j, secondary_y=False)
+        fig.add_trace(go.Scatter(x=xs, y=[r["depth_rmse_concat"] for r in rows[name]], name="depth RMSE (concat)", mode="lines+markers",
+                                 marker_color="#d8553b", showlegend=j == 1), row=1, col=j, secondary_y=True)
+    fig.update_layout(height=380, margin=dict(l=30, r=30, t=60, b=30), legend=dict(orientation="h", y=-0.15))
+    return fig

@@ -22,8 +22,8 @@ GRID = (6, 8)  # 16-pixel patches
 PLANE_Z = 3.0  # world plane z = 3
 
 
-def _K() -> torch.Tensor:
-    return torch.tensor([[100.0, 0.0, 63.5], [0.0, 100.0, 47.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+def _K(f: float = 100.0, cx: float = 63.5, cy: float = 47.5) -> torch.Tensor:
+    return torch.tensor([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
 def _c2w(yaw_deg: float, tx: float) -> torch.Tensor:
@@ -43,18 +43,19 @@ def _plane_depth(K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
 
 
 def _scene():
-    K = _K()
+    """View A = world frame; view B turned 6 degrees, moved 0.35 m, with different intrinsics."""
+    ka, kb = _K(), _K(110.0, 60.0, 50.0)
     ca, cb = _c2w(0.0, 0.0), _c2w(6.0, 0.35)
-    return (_plane_depth(K, ca), K, ca), (_plane_depth(K, cb), K, cb)
+    return (_plane_depth(ka, ca), ka, ca), (_plane_depth(kb, cb), kb, cb)
 
 
-def _analytic_projection(uv_a: torch.Tensor, K: torch.Tensor, c2w_b: torch.Tensor) -> torch.Tensor:
-    x = (uv_a[:, 0].double() - K[0, 2]) / K[0, 0] * PLANE_Z
-    y = (uv_a[:, 1].double() - K[1, 2]) / K[1, 1] * PLANE_Z
+def _analytic_projection(uv_a: torch.Tensor, K_a: torch.Tensor, K_b: torch.Tensor, c2w_b: torch.Tensor) -> torch.Tensor:
+    x = (uv_a[:, 0].double() - K_a[0, 2]) / K_a[0, 0] * PLANE_Z
+    y = (uv_a[:, 1].double() - K_a[1, 2]) / K_a[1, 1] * PLANE_Z
     pw = torch.stack([x, y, torch.full_like(x, PLANE_Z)], 1)  # camera A = world frame
     w2c = torch.linalg.inv(c2w_b)
     pc = pw @ w2c[:3, :3].T + w2c[:3, 3]
-    return (pc @ K.T)[:, :2] / pc[:, 2:3]
+    return (pc @ K_b.T)[:, :2] / pc[:, 2:3]
 
 
 def _position_features(depth, K, c2w, grid_hw, q: torch.Tensor, omega: float = 0.7) -> torch.Tensor:
@@ -81,14 +82,14 @@ def test_token_centres_convention():
 
 
 def test_correspondences_match_analytic_projection():
-    (da, K, ca), (db, _, cb) = _scene()
-    uv_a, uv_b = correspondences(da, K, ca, db, K, cb, GRID, (H, W))
-    expected = _analytic_projection(uv_a, K, cb)
+    (da, K, ca), (db, Kb, cb) = _scene()
+    uv_a, uv_b = correspondences(da, K, ca, db, Kb, cb, GRID, (H, W))
+    expected = _analytic_projection(uv_a, K, Kb, cb)
     assert uv_a.shape == uv_b.shape and uv_a.shape[1] == 2
     assert torch.allclose(uv_b.double(), expected, atol=1e-3)
     # Every A token whose analytic projection lands inside B is kept (a plane occludes nothing).
     all_a = torch.floor(token_centres(GRID, (H, W)) + 0.5)
-    proj = _analytic_projection(all_a, K, cb)
+    proj = _analytic_projection(all_a, K, Kb, cb)
     inside = (proj[:, 0] >= -0.5) & (proj[:, 0] < W - 0.5) & (proj[:, 1] >= -0.5) & (proj[:, 1] < H - 0.5)
     assert uv_a.shape[0] == int(inside.sum()) and 0 < uv_a.shape[0] < GRID[0] * GRID[1]
     # uv_a are the pixels nearest the token centres: 16j + 8.
@@ -96,18 +97,18 @@ def test_correspondences_match_analytic_projection():
 
 
 def test_correspondences_drop_occluded_and_invalid():
-    (da, K, ca), (db, _, cb) = _scene()
-    uv_a0, uv_b0 = correspondences(da, K, ca, db, K, cb, GRID)
+    (da, K, ca), (db, Kb, cb) = _scene()
+    uv_a0, uv_b0 = correspondences(da, K, ca, db, Kb, cb, GRID)
     db_occ = db.clone()
     db_occ[:, :40] = 1.0  # something much closer covers B's left part
-    uv_a1, uv_b1 = correspondences(da, K, ca, db_occ, K, cb, GRID)
+    uv_a1, uv_b1 = correspondences(da, K, ca, db_occ, Kb, cb, GRID)
     blocked = torch.floor(uv_b0[:, 0] + 0.5) < 40
     assert blocked.any() and uv_a1.shape[0] == int((~blocked).sum())
     assert torch.allclose(uv_b1, uv_b0[~blocked])
     da_bad = da.clone()
     da_bad[:, :33] = 0.0
     da_bad[:16] = float("nan")
-    uv_a2, _ = correspondences(da_bad, K, ca, db, K, cb, GRID)
+    uv_a2, _ = correspondences(da_bad, K, ca, db, Kb, cb, GRID)
     assert torch.all(uv_a2[:, 0] >= 33) and torch.all(uv_a2[:, 1] >= 16) and uv_a2.shape[0] > 0
 
 
@@ -118,10 +119,10 @@ def test_sample_features_hits_token_values_at_centres():
 
 
 def test_scores_geometric_features_recall_one_random_features_chance():
-    (da, K, ca), (db, _, cb) = _scene()
-    uv_a, uv_b = correspondences(da, K, ca, db, K, cb, GRID)
+    (da, K, ca), (db, Kb, cb) = _scene()
+    uv_a, uv_b = correspondences(da, K, ca, db, Kb, cb, GRID)
     q = _orthonormal(32)
-    fa, fb = _position_features(da, K, ca, GRID, q), _position_features(db, K, cb, GRID, q)
+    fa, fb = _position_features(da, K, ca, GRID, q), _position_features(db, Kb, cb, GRID, q)
     s = correspondence_scores(fa, fb, uv_a, uv_b, (H, W), px_thresholds=(16, 32))
     assert s["n"] == uv_a.shape[0]
     assert s["recall@16px"] == 1.0 and s["recall@32px"] == 1.0
@@ -146,16 +147,17 @@ def test_scores_geometric_features_recall_one_random_features_chance():
 
 
 def test_scores_with_no_correspondences_are_nan():
-    s = correspondence_scores(torch.randn(4, *GRID), torch.randn(4, *GRID), torch.zeros(0, 2), torch.zeros(0, 2), (H, W))
+    empty = torch.zeros(0, 2)
+    s = correspondence_scores(torch.randn(4, *GRID), torch.randn(4, *GRID), empty, empty, (H, W))
     assert s["n"] == 0 and math.isnan(s["recall@14px"]) and math.isnan(s["cos_true"])
 
 
 def test_awareness_table_and_pairs():
-    (da, K, ca), (db, _, cb) = _scene()
+    (da, K, ca), (db, Kb, cb) = _scene()
     q = _orthonormal(32)
-    geo = torch.stack([_position_features(da, K, ca, GRID, q), _position_features(db, K, cb, GRID, q)])
+    geo = torch.stack([_position_features(da, K, ca, GRID, q), _position_features(db, Kb, cb, GRID, q)])
     rnd = [torch.randn(32, *GRID), torch.randn(32, *GRID)]
-    views = [SimpleNamespace(depth=da.numpy(), K=K.numpy(), cam_to_world=ca.numpy()), (db, K, cb)]
+    views = [SimpleNamespace(depth=da.numpy(), K=K.numpy(), cam_to_world=ca.numpy()), (db, Kb, cb)]
     pairs = covisible_pairs(views, GRID, min_overlap=0.3)
     assert {(a, b) for a, b, _ in pairs} == {(0, 1), (1, 0)}
     assert all(0.3 <= ov <= 0.95 for _, _, ov in pairs)
@@ -167,8 +169,8 @@ def test_awareness_table_and_pairs():
     assert table["fn"] == table["geo"]
     assert table["random"]["recall@16px"] < 0.5 and table["random"]["n"] == table["geo"]["n"]
     # Pooling: n is the sum over both directions.
-    n01 = correspondences(da, K, ca, db, K, cb, GRID)[0].shape[0]
-    n10 = correspondences(db, K, cb, da, K, ca, GRID)[0].shape[0]
+    n01 = correspondences(da, K, ca, db, Kb, cb, GRID)[0].shape[0]
+    n10 = correspondences(db, Kb, cb, da, K, ca, GRID)[0].shape[0]
     assert table["geo"]["n"] == n01 + n10
     with pytest.raises(ValueError):
-        awareness_table([(None, K, ca), (db, K, cb)], [(0, 1)], {"geo": geo})
+        awareness_table([(None, K, ca), (db, Kb, cb)], [(0, 1)], {"geo": geo})

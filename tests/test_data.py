@@ -372,6 +372,13 @@ def test_downscale_must_divide(tmp_path: Path) -> None:
         load_scene(tmp_path, downscale=4)
 
 
+def test_distortion_is_warned_once(tmp_path: Path) -> None:
+    _make_transforms(tmp_path, n=2, k1=0.1)
+    with pytest.warns(UserWarning, match=r"distortion .* 2 frame\(s\) is ignored") as rec:
+        load_scene(tmp_path)
+    assert len([w for w in rec if "distortion" in str(w.message)]) == 1
+
+
 def test_scaled_rotation_is_accepted_with_warning(tmp_path: Path) -> None:
     path = _make_transforms(tmp_path, n=1)
     m = _gl_pose(30, (1, 2, 3))

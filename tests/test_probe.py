@@ -174,7 +174,8 @@ def test_sigloss_matches_dinov2_and_its_invariances():
         assert float(sigloss(s * target, target)) == pytest.approx(math.sqrt(0.15) * abs(math.log(s)), abs=2e-3)
     # Warm-up form: only the mean term.
     gg = torch.log(pred[target > 0] + 1e-3) - torch.log(target[target > 0] + 1e-3)
-    assert float(sigloss(pred, target, warm_up=True)) == pytest.approx(math.sqrt(0.15) * abs(float(gg.mean())), rel=1e-5)
+    warm = math.sqrt(0.15) * abs(float(gg.mean()))
+    assert float(sigloss(pred, target, warm_up=True)) == pytest.approx(warm, rel=1e-5)
     # NaN targets are invalid too.
     t_nan = target.clone()
     t_nan[0, :3] = float("nan")
@@ -217,7 +218,8 @@ def test_seg_head_and_loss():
     assert isinstance(head.bn, torch.nn.BatchNorm2d) and head.conv_seg.kernel_size == (1, 1)
     labels = torch.randint(0, 5, (2, 30, 44))
     labels[:, :3] = 255
-    ref = F.cross_entropy(F.interpolate(head(x), (30, 44), mode="bilinear", align_corners=False), labels, ignore_index=255)
+    up = F.interpolate(head(x), (30, 44), mode="bilinear", align_corners=False)
+    ref = F.cross_entropy(up, labels, ignore_index=255)
     assert float(seg_loss(head(x), labels).detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
 
 

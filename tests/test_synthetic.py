@@ -164,6 +164,7 @@ def test_dataset_caching_and_resume(tmp_path: Path) -> None:
         assert len(load_scene(p).views) == 2
     index = json.loads((info.root / "dataset.json").read_text())
     assert index["train"] == ["train_000"] and index["params"]["n_views"] == 2
+    assert "kind:dining" in json.loads((info.train[0] / "transforms.json").read_text())["synthetic"]["objects"]
     stamp = (info.train[0] / "transforms.json").stat().st_mtime_ns
 
     t0 = time.perf_counter()
