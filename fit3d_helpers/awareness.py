@@ -6,13 +6,13 @@ in view B (geometry gives the ground truth), and ask whether A's feature finds t
 by cosine nearest neighbour. A later paper found that fine-tuned features *alone* lose some of this, which is
 why FiT3D concatenates original and fine-tuned features; this module lets the course show it.
 
-Conventions (the same as ``fit3d_helpers.data``):
-- ``K [3, 3]`` maps camera coordinates to pixel coordinates in which the centre of pixel ``(row i, col j)`` is
-  ``(x=j, y=i)`` (OpenCV); ``cam_to_world [4, 4]`` is OpenCV (x right, y down, z forward); depth is planar
-  ``z`` in metres, 0 (or non-finite) = invalid, at the image resolution ``[H, W]``.
-- Points are ``uv = (x, y)`` in those pixel coordinates.
-- A token grid ``[h, w]`` spans the whole image: token ``(r, c)`` has its centre at
-  ``x = (c + 0.5) * W / w - 0.5``, ``y = (r + 0.5) * H / h - 0.5`` (what ``grid_sample`` with
+Conventions (those of ``fit3d_helpers.data``):
+- ``cam_to_world [4, 4]`` is OpenCV (x right, y down, z forward); depth is planar ``z`` in metres,
+  0 (or non-finite) = invalid, at the image resolution ``[H, W]``.
+- Pixel ``(row r, col c)`` covers ``[c, c+1) x [r, r+1)`` in continuous coordinates, so its centre is
+  ``(c + 0.5, r + 0.5)``; ``K`` maps camera points to these coordinates. Points are ``uv = (x, y)`` in them.
+- A token grid ``[h, w]`` spans the whole image, so token ``(i, j)`` covers ``W / w`` by ``H / h`` pixels and
+  its centre is ``((j + 0.5) * W / w, (i + 0.5) * H / h)`` (what ``grid_sample`` with
   ``align_corners=False`` and bilinear resizing assume).
 
 Main API:
@@ -51,15 +51,15 @@ def token_centres(grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> Tensor
     """
     h, w = grid_hw
     H, W = image_hw
-    ys = (torch.arange(h, dtype=torch.float64) + 0.5) * H / h - 0.5
-    xs = (torch.arange(w, dtype=torch.float64) + 0.5) * W / w - 0.5
+    ys = (torch.arange(h, dtype=torch.float64) + 0.5) * H / h
+    xs = (torch.arange(w, dtype=torch.float64) + 0.5) * W / w
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 
 
-def _nearest_pixel(uv: Tensor) -> Tensor:
-    """Integer pixel index ``(col, row)`` nearest to ``uv`` (ties go up, e.g. 6.5 -> 7)."""
-    return torch.floor(uv + 0.5).long()
+def _pixel_index(uv: Tensor) -> Tensor:
+    """Integer index ``(col, row)`` of the pixel containing ``uv`` (its centre is the nearest one)."""
+    return torch.floor(uv).long()
 
 
 def unproject(uv: Tensor, z: Tensor, K: Tensor, cam_to_world: Tensor) -> Tensor:
@@ -94,14 +94,14 @@ def correspondences(
 ) -> tuple[Tensor, Tensor]:
     """Ground-truth matches in view B of the token centres of view A.
 
-    For each token of A: take the image pixel nearest its centre, its depth (must be > 0 and finite),
-    unproject with ``K_a``/``c2w_a``, project into B. Keep it when it lands inside B in front of the camera
-    and is not occluded: ``|z_in_B - depth_b[nearest pixel]| < occlusion_threshold + relative_threshold * z``
-    (metres; ``depth_b`` there must be valid).
+    For each token of A: take the pixel containing its centre, that pixel's depth (must be > 0 and finite),
+    unproject the pixel centre with ``K_a``/``c2w_a``, project into B. Keep it when it lands inside B in front
+    of the camera and is not occluded: ``|z_in_B - depth_b[pixel there]| < occlusion_threshold +
+    relative_threshold * z`` (metres; ``depth_b`` there must be valid).
 
     ``image_hw`` defaults to the depth maps' shape (K, depth and image share one pixel frame; both depth maps
-    must have that shape). Returns ``uv_a [M, 2]`` (the exact pixels unprojected) and ``uv_b [M, 2]``
-    (continuous positions in B), float32, ``(x, y)`` order.
+    must have that shape). Returns ``uv_a [M, 2]`` (the pixel centres unprojected, half a pixel at most from
+    the token centres) and ``uv_b [M, 2]`` (continuous positions in B), float32, ``(x, y)`` order.
     """
     depth_a, depth_b = _t(depth_a), _t(depth_b)
     K_a, K_b, c2w_a, c2w_b = _t(K_a), _t(K_b), _t(c2w_a), _t(c2w_b)
@@ -111,33 +111,50 @@ def correspondences(
     if tuple(depth_a.shape) != (H, W) or tuple(depth_b.shape) != (H, W):
         raise ValueError(f"depth maps {tuple(depth_a.shape)}, {tuple(depth_b.shape)} must be image_hw {image_hw}")
 
-    pix_a = _nearest_pixel(token_centres(grid_hw, image_hw))  # [h*w, 2] integer (col, row)
-    pix_a[:, 0].clamp_(0, W - 1)
-    pix_a[:, 1].clamp_(0, H - 1)
-    z_a = depth_a[pix_a[:, 1], pix_a[:, 0]]  # [h*w]
-    ok = torch.isfinite(z_a) & (z_a > 0)
-    uv_a = pix_a[ok].double()
-    z_a = z_a[ok]
+    uv_a, world = _token_points(depth_a, K_a, c2w_a, grid_hw)
+    uv_b, visible = _visible_in(world, depth_b, K_b, torch.linalg.inv(c2w_b), occlusion_threshold, relative_threshold)
+    return uv_a[visible].float(), uv_b[visible].float()
 
-    uv_b, z_b = project(unproject(uv_a, z_a, K_a, c2w_a), K_b, c2w_b)
-    inside = (z_b > 1e-6) & (uv_b[:, 0] >= -0.5) & (uv_b[:, 0] < W - 0.5)
-    inside &= (uv_b[:, 1] >= -0.5) & (uv_b[:, 1] < H - 0.5)
+
+def _token_points(depth: Tensor, K: Tensor, c2w: Tensor, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Centres of the pixels under the token centres that have valid depth ``[M, 2]``, and their world points."""
+    H, W = depth.shape
+    pix = _pixel_index(token_centres(grid_hw, (H, W)))  # [h*w, 2] integer (col, row)
+    pix[:, 0].clamp_(0, W - 1)
+    pix[:, 1].clamp_(0, H - 1)
+    z = depth[pix[:, 1], pix[:, 0]]  # [h*w]
+    ok = torch.isfinite(z) & (z > 0)
+    uv = pix[ok].double() + 0.5  # pixel centres
+    return uv, unproject(uv, z[ok], K, c2w)
+
+
+def _visible_in(
+    world: Tensor, depth_b: Tensor, K_b: Tensor, w2c_b: Tensor, occlusion_threshold: float, relative_threshold: float
+) -> tuple[Tensor, Tensor]:
+    """Project world points ``[M, 3]`` into view B: ``uv_b [M, 2]`` and a visibility mask ``[M]``."""
+    H, W = depth_b.shape
+    cam = world @ w2c_b[:3, :3].T + w2c_b[:3, 3]  # [M, 3]
+    z_b = cam[:, 2]
+    pix = cam @ K_b.T
+    uv_b = pix[:, :2] / pix[:, 2:3]
+    inside = (z_b > 1e-6) & (uv_b[:, 0] >= 0) & (uv_b[:, 0] < W)
+    inside &= (uv_b[:, 1] >= 0) & (uv_b[:, 1] < H)
     inside &= torch.isfinite(uv_b).all(dim=1)
-    pix_b = _nearest_pixel(torch.nan_to_num(uv_b))
+    pix_b = _pixel_index(torch.nan_to_num(uv_b))
     pix_b[:, 0].clamp_(0, W - 1)
     pix_b[:, 1].clamp_(0, H - 1)
     d_b = depth_b[pix_b[:, 1], pix_b[:, 0]]
     visible = inside & torch.isfinite(d_b) & (d_b > 0)
     visible &= (z_b - d_b).abs() < occlusion_threshold + relative_threshold * z_b.abs()
-    return uv_a[visible].float(), uv_b[visible].float()
+    return uv_b, visible
 
 
 def sample_features(feat: Tensor, uv: Tensor, image_hw: tuple[int, int]) -> Tensor:
     """Bilinearly sample ``feat [D, h, w]`` (a grid spanning the image) at pixels ``uv [M, 2]`` -> ``[M, D]``."""
     H, W = image_hw
     grid = torch.empty(1, uv.shape[0], 1, 2, dtype=feat.dtype, device=feat.device)
-    grid[0, :, 0, 0] = (uv[:, 0].to(feat) + 0.5) / W * 2 - 1
-    grid[0, :, 0, 1] = (uv[:, 1].to(feat) + 0.5) / H * 2 - 1
+    grid[0, :, 0, 0] = uv[:, 0].to(feat) / W * 2 - 1  # image edges 0 and W -> -1 and 1
+    grid[0, :, 0, 1] = uv[:, 1].to(feat) / H * 2 - 1
     out = F.grid_sample(feat[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out[0, :, :, 0].T  # [M, D]
 
@@ -268,30 +285,33 @@ def covisible_pairs(
     """Ordered view pairs ``(a, b, overlap)`` where ``overlap`` = share of A's valid tokens visible in B.
 
     Pairs seeing too little of each other test nothing; near-identical views test nothing 3D either, hence
-    ``max_overlap``. Sorted by overlap, largest first; ``max_pairs`` keeps the first ones.
+    ``max_overlap``. Sorted by overlap, largest first. ``max_pairs`` keeps that many spread evenly over the
+    sorted list, so wide and narrow baselines both stay in the test (the first ones alone would be the
+    nearest neighbours in the capture order).
     """
     geoms = [_geometry(v) for v in views]
+    points = [_token_points(d, K, T, grid_hw)[1] for d, K, T in geoms]  # world points of each view's tokens
+    w2cs = [torch.linalg.inv(T) for _, _, T in geoms]
     out = []
     for a in range(len(geoms)):
-        da, Ka, Ta = geoms[a]
-        n_valid = int(((da > 0) & torch.isfinite(da)).sum())
-        if n_valid == 0:
-            continue
-        centres = _nearest_pixel(token_centres(grid_hw, tuple(da.shape)))
-        za = da[centres[:, 1].clamp(0, da.shape[0] - 1), centres[:, 0].clamp(0, da.shape[1] - 1)]
-        n_tok = int(((za > 0) & torch.isfinite(za)).sum())
+        n_tok = points[a].shape[0]
         if n_tok == 0:
             continue
         for b in range(len(geoms)):
             if a == b:
                 continue
-            db, Kb, Tb = geoms[b]
-            uv_a, _ = correspondences(da, Ka, Ta, db, Kb, Tb, grid_hw, None, occlusion_threshold, relative_threshold)
-            ov = uv_a.shape[0] / n_tok
+            db, Kb, _ = geoms[b]
+            if db.shape != geoms[a][0].shape:
+                raise ValueError("covisible_pairs expects all views at one image size")
+            _, vis = _visible_in(points[a], db, Kb, w2cs[b], occlusion_threshold, relative_threshold)
+            ov = float(vis.sum()) / n_tok
             if min_overlap <= ov <= max_overlap:
                 out.append((a, b, ov))
     out.sort(key=lambda p: -p[2])
-    return out[:max_pairs] if max_pairs is not None else out
+    if max_pairs is not None and len(out) > max_pairs:
+        keep = np.unique(np.round(np.linspace(0, len(out) - 1, max_pairs)).astype(int))
+        out = [out[i] for i in keep]
+    return out
 
 
 def awareness_table(

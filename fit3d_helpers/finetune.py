@@ -154,6 +154,13 @@ def scene_targets(lift_path: str | Path, backbone: Backbone, *, target_factor: i
     return out, stats
 
 
+def random_hflip(*tensors: Tensor, generator: torch.Generator, p: float = 0.5) -> tuple[Tensor, ...]:
+    """Flip each sample of every tensor [B, C, H, W] left-right with probability p, the *same* samples in all,
+    so a target stays aligned with its image."""
+    flip = torch.rand(tensors[0].shape[0], generator=generator) < p  # [B]
+    return tuple(torch.where(flip.to(t.device)[:, None, None, None], t.flip(-1), t) for t in tensors)
+
+
 class _Tokens(nn.Module):
     """forward() = timm's forward_features (normed tokens), so DDP hooks the right graph."""
 
@@ -281,10 +288,7 @@ def finetune(
         tgts = torch.stack([train[s].targets[v] for s, v in batch])  # [B, D, h, w]
         msks = torch.stack([train[s].masks[v] for s, v in batch])  # [B, 1, h, w]
         if cfg.flip:
-            flip = torch.rand(len(batch), generator=flip_gen) < 0.5
-            imgs = torch.where(flip[:, None, None, None], imgs.flip(-1), imgs)
-            tgts = torch.where(flip[:, None, None, None], tgts.flip(-1), tgts)
-            msks = torch.where(flip[:, None, None, None], msks.flip(-1), msks)
+            imgs, tgts, msks = random_hflip(imgs, tgts, msks, generator=flip_gen)
         dev = backbone.device
         x = backbone.preprocess(imgs.to(dev))
         tokens = runner(x)  # [B, prefix + h*w, D], normed
@@ -299,9 +303,9 @@ def finetune(
         optimizer.step()
         step += 1
         losses["step"].append(step)
-        losses["loss"].append(float(loss))
+        losses["loss"].append(loss.item())
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{losses['loss'][-1]:.4f}")
         stop = max_steps is not None and step >= max_steps and step < total_steps
         if dist.is_main and (step % cfg.checkpoint_every == 0 or stop):
             save_torch(ckpt_path, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses,

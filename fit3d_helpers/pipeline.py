@@ -174,7 +174,7 @@ def probe_stage(profile: Profile, split: SceneSplit, original: Backbone, finetun
 
     key = {"stage": "probe", "original": original.describe(), "finetuned": finetune_id, "train": [str(p) for p in split.train],
            "val": [str(p) for p in split.val], "variants": list(variants), "tasks": list(tasks), "awareness": awareness,
-           "steps": [profile.probe_steps_seg, profile.probe_steps_depth], "batch": profile.probe_batch, "max_depth": profile.max_depth, "seed": seed, "tag": tag or {}}
+           "steps": [profile.probe_steps_seg, profile.probe_steps_depth], "lr_depth": profile.probe_lr_depth, "batch": profile.probe_batch, "max_depth": profile.max_depth, "seed": seed, "tag": tag or {}}
     out = Path(artifacts_dir) / "probe" / config_hash(key)
     if artifact_complete(out) and not force:
         return {**read_json(out / "stats.json"), "path": str(out)}
@@ -198,7 +198,7 @@ def probe_stage(profile: Profile, split: SceneSplit, original: Backbone, finetun
         if "depth" in tasks:
             # the CLS token: the fine-tuned model's for "finetuned", else the original's (as FiT3D's assembled heads)
             cls_tr, cls_va = (fc_tr, fc_va) if variant == "finetuned" else (oc_tr, oc_va)
-            r = P.train_depth_probe(feats_tr, cls_tr, train.depth, feats_va, cls_va, val.depth, steps=profile.probe_steps_depth,
+            r = P.train_depth_probe(feats_tr, cls_tr, train.depth, feats_va, cls_va, val.depth, steps=profile.probe_steps_depth, lr=profile.probe_lr_depth,
                                     batch_size=profile.probe_batch, max_depth=profile.max_depth, device=device, seed=seed, assembly=asm)
             results["depth"][variant] = {k: v for k, v in r.metrics.items()}
             examples[f"depth/{variant}"], curves[f"depth/{variant}"] = r.examples, r.losses

@@ -31,6 +31,7 @@ class Profile:
     probe_steps_seg: int
     probe_steps_depth: int
     probe_batch: int
+    probe_lr_depth: float  # official 1e-4 over 38.4k steps; a few hundred smoke steps need 1e-3 to train at all
     max_depth: float
     backbone: str = "dinov2_small"
     weights: str = "auto"
@@ -44,7 +45,7 @@ SMOKE = Profile(
     # lr 1e-5 (official) barely moves a model in the ~36 steps of a smoke epoch; the smoke profile uses 1e-4 so the
     # before/after difference is visible. The paper profile keeps the official 1e-5.
     finetune=FinetuneConfig(lr=1e-4),
-    probe_steps_seg=300, probe_steps_depth=300, probe_batch=8, max_depth=10.0,
+    probe_steps_seg=300, probe_steps_depth=300, probe_batch=8, probe_lr_depth=1e-3, max_depth=10.0,
     notes={"time": "about 10-15 min on 2 CPU cores, end to end"},
 )
 
@@ -53,7 +54,7 @@ PAPER = Profile(
     dataset="scannetpp", n_train=230, n_val=50, n_val_lift=50, n_views=0, width=876, height=584, data_root="data/scannetpp",
     lift=LiftConfig.paper(),
     finetune=FinetuneConfig(),
-    probe_steps_seg=40_000, probe_steps_depth=38_400, probe_batch=8, max_depth=10.0,
+    probe_steps_seg=40_000, probe_steps_depth=38_400, probe_batch=8, probe_lr_depth=1e-4, max_depth=20.0,
     notes={"time": "stage 1 ≈ 230 scenes × ~10 min on one A100-class GPU (≈ 40 GPU-hours; shard with --shard i/n), "
                    "stage 2 ≈ 1 epoch over ~140k views (several GPU-hours), probes ≈ 1-2 h each"},
 )

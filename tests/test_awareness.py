@@ -22,7 +22,7 @@ GRID = (6, 8)  # 16-pixel patches
 PLANE_Z = 3.0  # world plane z = 3
 
 
-def _K(f: float = 100.0, cx: float = 63.5, cy: float = 47.5) -> torch.Tensor:
+def _K(f: float = 100.0, cx: float = 64.0, cy: float = 48.0) -> torch.Tensor:
     return torch.tensor([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
@@ -35,8 +35,9 @@ def _c2w(yaw_deg: float, tx: float) -> torch.Tensor:
 
 
 def _plane_depth(K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-    """Analytic planar depth of the plane z = PLANE_Z for every pixel."""
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    """Analytic planar depth of the plane z = PLANE_Z at every pixel centre (c + 0.5, r + 0.5)."""
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                            indexing="ij")
     rays = torch.stack([xs, ys, torch.ones_like(xs)], -1) @ torch.linalg.inv(K).T  # camera dirs, z = 1
     dirs_w = rays @ c2w[:3, :3].T
     return (PLANE_Z - c2w[2, 3]) / dirs_w[..., 2]  # planar depth = ray parameter for z-unit camera rays
@@ -62,8 +63,9 @@ def _position_features(depth, K, c2w, grid_hw, q: torch.Tensor, omega: float = 0
     """Features that are a fixed function of the 3D point seen at each token: a random orthonormal map of
     [cos, sin](omega * xyz). Cosine between two such features = mean_i cos(omega * dx_i): largest at the
     same 3D point and decreasing with distance over the scene (omega * extent < pi)."""
-    uv = torch.floor(token_centres(grid_hw, (H, W)) + 0.5)
-    z = depth[uv[:, 1].long(), uv[:, 0].long()]
+    pix = torch.floor(token_centres(grid_hw, (H, W)))
+    z = depth[pix[:, 1].long(), pix[:, 0].long()]
+    uv = pix + 0.5
     cam = torch.cat([uv, torch.ones_like(uv[:, :1])], 1) @ torch.linalg.inv(K).T * z[:, None]
     world = cam @ c2w[:3, :3].T + c2w[:3, 3]
     emb = torch.cat([torch.cos(omega * world), torch.sin(omega * world)], 1)  # [h*w, 6]
@@ -77,8 +79,8 @@ def _orthonormal(d: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_token_centres_convention():
-    c = token_centres((16, 16), (224, 224))
-    assert c[0].tolist() == [6.5, 6.5] and c[1].tolist() == [20.5, 6.5] and c[16].tolist() == [6.5, 20.5]
+    c = token_centres((16, 16), (224, 224))  # 14-pixel patches; pixel (r, c) centred at (c + 0.5, r + 0.5)
+    assert c[0].tolist() == [7.0, 7.0] and c[1].tolist() == [21.0, 7.0] and c[16].tolist() == [7.0, 21.0]
 
 
 def test_correspondences_match_analytic_projection():
@@ -88,12 +90,12 @@ def test_correspondences_match_analytic_projection():
     assert uv_a.shape == uv_b.shape and uv_a.shape[1] == 2
     assert torch.allclose(uv_b.double(), expected, atol=1e-3)
     # Every A token whose analytic projection lands inside B is kept (a plane occludes nothing).
-    all_a = torch.floor(token_centres(GRID, (H, W)) + 0.5)
+    all_a = torch.floor(token_centres(GRID, (H, W))) + 0.5
     proj = _analytic_projection(all_a, K, Kb, cb)
-    inside = (proj[:, 0] >= -0.5) & (proj[:, 0] < W - 0.5) & (proj[:, 1] >= -0.5) & (proj[:, 1] < H - 0.5)
+    inside = (proj[:, 0] >= 0) & (proj[:, 0] < W) & (proj[:, 1] >= 0) & (proj[:, 1] < H)
     assert uv_a.shape[0] == int(inside.sum()) and 0 < uv_a.shape[0] < GRID[0] * GRID[1]
-    # uv_a are the pixels nearest the token centres: 16j + 8.
-    assert torch.all(uv_a % 16 == 8)
+    # uv_a are the centres of the pixels under the token centres 16j + 8: 16j + 8.5.
+    assert torch.all(uv_a % 16 == 8.5)
 
 
 def test_correspondences_drop_occluded_and_invalid():
@@ -102,7 +104,7 @@ def test_correspondences_drop_occluded_and_invalid():
     db_occ = db.clone()
     db_occ[:, :40] = 1.0  # something much closer covers B's left part
     uv_a1, uv_b1 = correspondences(da, K, ca, db_occ, Kb, cb, GRID)
-    blocked = torch.floor(uv_b0[:, 0] + 0.5) < 40
+    blocked = torch.floor(uv_b0[:, 0]) < 40
     assert blocked.any() and uv_a1.shape[0] == int((~blocked).sum())
     assert torch.allclose(uv_b1, uv_b0[~blocked])
     da_bad = da.clone()
@@ -174,3 +176,29 @@ def test_awareness_table_and_pairs():
     assert table["geo"]["n"] == n01 + n10
     with pytest.raises(ValueError):
         awareness_table([(None, K, ca), (db, Kb, cb)], [(0, 1)], {"geo": geo})
+
+
+def test_covisible_pairs_spread_and_limit():
+    K = _K()
+    views = [(_plane_depth(K, _c2w(0.0, 0.4 * i)), K, _c2w(0.0, 0.4 * i)) for i in range(5)]
+    every = covisible_pairs(views, GRID, min_overlap=0.0, max_overlap=1.0)
+    assert len(every) == 20 and [p[2] for p in every] == sorted((p[2] for p in every), reverse=True)
+    some = covisible_pairs(views, GRID, min_overlap=0.0, max_overlap=1.0, max_pairs=5)
+    assert len(some) == 5 and some[0] == every[0] and some[-1] == every[-1]
+    # Neighbours overlap more than views four steps apart.
+    ov = {(a, b): o for a, b, o in every}
+    assert ov[(0, 1)] > ov[(0, 4)]
+
+
+def test_correspondences_image_border_is_exact():
+    """B is A moved right so the plane shifts left by `shift` px: the first token column (pixel centre 8.5)
+    lands at 8.5 - shift, inside B only while that is >= 0."""
+    K = _K()
+    ca = _c2w(0.0, 0.0)
+    depth = _plane_depth(K, ca)
+    n_tokens = GRID[0] * GRID[1]
+    for shift, expected in ((8.3, n_tokens), (8.7, n_tokens - GRID[0])):
+        cb = _c2w(0.0, shift * PLANE_Z / 100.0)
+        uv_a, uv_b = correspondences(depth, K, ca, _plane_depth(K, cb), K, cb, GRID)
+        assert uv_a.shape[0] == expected
+        assert torch.allclose(uv_b[:, 0], uv_a[:, 0] - shift, atol=1e-4)

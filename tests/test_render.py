@@ -315,6 +315,46 @@ def test_alpha_threshold_skips_faint_gaussians():
     assert a.max() > 1.0 / 255.0
 
 
+def test_gradcheck_finite_differences():
+    """The analytic backward against finite differences (float64, a scene with no pair near a threshold)."""
+    viewmats, _ = cameras(2)
+    Ks = torch.tensor([[8.0, 0, 6.0], [0, 8.0, 5.0], [0, 0, 1]], dtype=torch.float64).repeat(2, 1, 1)
+    inputs = tuple(t.clone().requires_grad_(True) for t in random_scene(6, 2, 5))
+
+    g = torch.Generator().manual_seed(0)
+    wr, wa = torch.randn(2, 10, 12, 2, generator=g, dtype=torch.float64), torch.randn(2, 10, 12, 1, generator=g)
+
+    def render(*args):  # a few random weighted sums of the images keep gradcheck quick
+        r, a = rasterize(*args, viewmats, Ks, 12, 10, backend="torch")
+        return (r * wr).sum((1, 2)).flatten(), (a * wa.double()).sum((1, 2, 3))
+
+    assert torch.autograd.gradcheck(render, inputs, eps=1e-7, atol=1e-6, rtol=1e-4)
+
+
+def test_no_gaussians_and_partial_gradients():
+    viewmats, Ks = cameras(2)
+    empty = [torch.zeros(0, 3), torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 5)]
+    empty = [t.double().requires_grad_(True) for t in empty]
+    bg = torch.full((5,), 0.25, dtype=torch.float64)
+    r, a = rasterize(*empty, viewmats, Ks, W, H, backend="torch", background=bg)
+    assert r.shape == (2, H, W, 5) and torch.all(r == 0.25) and torch.all(a == 0)
+    (r.sum() + a.sum()).backward()
+    assert empty[0].grad.shape == (0, 3)
+    # features only (geometry detached, as the lift stage renders its feature channels), then geometry only
+    means, quats, scales, opacities, colors = random_scene(20, 8, 3)
+    col = colors.clone().requires_grad_(True)
+    r, _ = rasterize(means, quats, scales, opacities, col, viewmats, Ks, W, H, backend="torch")
+    r.square().sum().backward()
+    ref_col = colors.clone().requires_grad_(True)
+    r2, _ = reference_render(means, quats, scales, opacities, ref_col, viewmats, Ks, W, H)
+    r2.square().sum().backward()
+    torch.testing.assert_close(col.grad, ref_col.grad, atol=1e-10, rtol=1e-8)
+    m = means.clone().requires_grad_(True)
+    r, _ = rasterize(m, quats, scales, opacities, colors, viewmats, Ks, W, H, backend="torch")
+    r.square().sum().backward()
+    assert m.grad.abs().sum() > 0
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Chunking, info, densification statistics
 # ----------------------------------------------------------------------------------------------------------
@@ -441,6 +481,12 @@ def test_float32_render_of_a_large_scene_matches_float64():
 @pytest.mark.skipif(not gsplat_available(), reason="gsplat with CUDA not available")
 @pytest.mark.parametrize("D", [3, 35])
 def test_torch_backend_matches_gsplat(D):
+    """Same inputs through gsplat (CUDA kernels) and our renderer (on CUDA tensors), forward and backward.
+
+    gsplat evaluates exp/log with fast-math intrinsics, so a pair whose alpha is within rounding of 1/255 can
+    flip (a change of at most ~0.004·T·|colour| in one pixel) and a ceil'd radius can differ by one: the checks
+    allow a few such pixels and compare gradients by relative norm.
+    """
     dev = torch.device("cuda")
     viewmats, Ks = cameras(2, torch.float32)
     viewmats, Ks = viewmats.to(dev), Ks.to(dev)
@@ -449,13 +495,18 @@ def test_torch_backend_matches_gsplat(D):
     bg = torch.rand(D, device=dev)
     r1, a1, i1 = rasterize_with_info(*l1, viewmats, Ks, W, H, backend="torch", background=bg)
     r2, a2, i2 = rasterize_with_info(*l2, viewmats, Ks, W, H, backend="gsplat", background=bg)
-    torch.testing.assert_close(r1, r2, atol=2e-4, rtol=0)
-    torch.testing.assert_close(a1, a2, atol=2e-4, rtol=0)
-    assert torch.equal(i1["radii"], i2["radii"])
+    assert i1["backend"] == "torch" and i2["backend"] == "gsplat"
+    for x, y in ((r1, r2), (a1, a2)):
+        err = (x - y).abs()
+        assert float((err > 2e-4).float().mean()) < 0.01, float(err.max())
+        assert float(err.max()) < 5e-3
+    assert float((i1["radii"] - i2["radii"]).abs().max()) <= 1
+    assert float((i1["visible"] != i2["visible"]).float().mean()) < 0.02
     g = torch.randn_like(r1)
     ((r1 * g).sum() + a1.sum()).backward()
     ((r2 * g).sum() + a2.sum()).backward()
     for name, x, y in zip(["means", "quats", "scales", "opacities", "colors"], l1, l2):
-        err = ((x.grad - y.grad).abs().max() / y.grad.abs().max().clamp_min(1e-12)).item()
-        assert err < 2e-3, f"{name}: relative gradient difference {err:.2e}"
-    torch.testing.assert_close(i1["means2d"].grad, i2["means2d"].grad, atol=1e-4, rtol=1e-2)
+        rel = float((x.grad - y.grad).norm() / y.grad.norm().clamp_min(1e-12))
+        assert rel < 1e-2, f"{name}: relative gradient difference {rel:.2e}"
+    m1, m2 = i1["means2d"].grad, i2["means2d"].grad
+    assert float((m1 - m2).norm() / m2.norm()) < 1e-2
