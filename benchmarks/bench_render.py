@@ -203,8 +203,8 @@ def main(argv=None) -> None:
     print("-" * len(header))
     for width, height in resolutions:
         for n in sizes:
-            cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{n},{width},{height}",
-                   "--threads", str(args.threads), "--repeats", str(args.repeats), "--channels", str(args.channels)]  # fmt: skip
+            cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{n},{width},{height}", "--threads",
+                   str(args.threads), "--repeats", str(args.repeats), "--channels", str(args.channels)]  # fmt: skip
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(

@@ -246,7 +246,7 @@ def finetune(
     out = root / "finetune" / config_hash(key)
     if artifact_complete(out) and not force:
         return FinetuneResult(out, read_json(out / "stats.json"), read_json(out / "losses.json"))
-    dist = init_distributed()
+    dist = init_distributed(device=backbone.device)
     seed_everything(cfg.seed)
     data = [scene_targets(p, backbone, target_factor=cfg.target_factor, root=root, backend=backend) for p in train_lifts]
     target_stats = [s for _, s in data]

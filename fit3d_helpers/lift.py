@@ -41,12 +41,12 @@ class LiftError(RuntimeError):
 class LiftConfig:
     """Stage-1 settings. Defaults are the smoke profile (CPU, minutes); :meth:`paper` gives the official schedule."""
 
-    iterations: int = 600  # official: 30_000
+    iterations: int = 400  # official: 30_000
     feature_dim: int = 64  # low-dim feature per Gaussian (ablation: 16/32/64/128)
     sh_degree: int = 0  # official: 3 (raised by one every `sh_degree_every` iterations)
     sh_degree_every: int = 1000
     max_init_points: int = 15_000  # points unprojected from depth (or COLMAP points) to start from
-    train_downscale: int = 1  # RGB is fitted at image size / train_downscale
+    train_downscale: int = 2  # RGB is fitted at image size / train_downscale (smoke: 112×84; official: full size)
     feature_factor: int = 2  # features are compared at token grid × feature_factor (DESIGN §6: near the grid)
     feature_weight: float = 1.0  # weight of the feature L1 against the RGB loss
     holdout_every: int = 8  # every n-th view is held out for evaluation (never trained on)
@@ -61,8 +61,8 @@ class LiftConfig:
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
     # densification (official: from 500 to 15_000 every 100, threshold 2e-4, opacity reset every 3000)
-    densify_from: int = 200
-    densify_until: int = 450
+    densify_from: int = 150
+    densify_until: int = 350
     densify_every: int = 100
     densify_grad_threshold: float = 2e-4
     prune_opacity: float = 0.005
@@ -74,7 +74,7 @@ class LiftConfig:
     @classmethod
     def paper(cls, **overrides: Any) -> LiftConfig:
         """The official 30k-iteration schedule (one GPU)."""
-        base = dict(iterations=30_000, sh_degree=3, max_init_points=200_000, lr_features=6.25e-5, lr_decoder=6.25e-5,
+        base = dict(iterations=30_000, sh_degree=3, max_init_points=200_000, train_downscale=1, lr_features=6.25e-5, lr_decoder=6.25e-5,
                     densify_from=500, densify_until=15_000, max_gaussians=3_000_000, checkpoint_every=2000)
         base.update(overrides)
         return cls(**base)
@@ -185,15 +185,23 @@ def feature_camera(K: Tensor, image_hw: tuple[int, int], out_hw: tuple[int, int]
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def render_rgb(params: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int, backend: str = "auto") -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """RGB of C cameras: -> (rgb [C, H, W, 3], alphas [C, H, W, 1], info). One camera when SH degree > 0."""
+def render_rgb_and_features(params: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int, sh_degree: int,
+                            backend: str = "auto") -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """One pass for both: rgb [C, H, W, 3] and low-dim features [C, F, H, W], plus the renderer's info.
+
+    Only the RGB channels send gradients to the geometry (``geometry_channels=3``): the features are composited
+    with the same weights but as if the geometry were detached, exactly the two-render routing of the official
+    code, at the cost of one render.
+    """
     g = activated(params)
     if sh_degree > 0:
         campos = torch.linalg.inv(viewmats[0])[:3, 3]
         colors = sh_to_rgb(params["sh0"], params["shN"][:, : (sh_degree + 1) ** 2 - 1], g["means"] - campos, sh_degree)
     else:
         colors = sh_to_rgb(params["sh0"], params["shN"], g["means"], 0)
-    return rasterize_with_info(g["means"], g["quats"], g["scales"], g["opacities"], colors, viewmats, Ks, width, height, backend=backend)
+    both, _, info = rasterize_with_info(g["means"], g["quats"], g["scales"], g["opacities"], torch.cat([colors, params["features"]], 1),
+                                        viewmats, Ks, width, height, backend=backend, geometry_channels=3)
+    return both[..., :3], both[..., 3:].permute(0, 3, 1, 2), info
 
 
 def render_features(params: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int, height: int, *, detach_geometry: bool = True, backend: str = "auto") -> tuple[Tensor, Tensor]:
@@ -203,6 +211,17 @@ def render_features(params: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, wid
         g = {k: v.detach() for k, v in g.items()}
     feats, alphas, _ = rasterize_with_info(g["means"], g["quats"], g["scales"], g["opacities"], params["features"], viewmats, Ks, width, height, backend=backend)
     return feats.permute(0, 3, 1, 2), alphas.permute(0, 3, 1, 2)
+
+
+def decode_to_grid(decoder: nn.Module, feats: Tensor, grid_hw: tuple[int, int], factor: int) -> Tensor:
+    """Rendered low-dim features [C, F, H, W] -> area-pooled to grid × factor -> decoded -> bilinear to the grid [C, D, h, w].
+
+    Decoding near the token grid instead of at full resolution (the official code decodes the full-size render)
+    keeps the 3×3 decoder cheap (DESIGN.md §6: 222 ms per step at 160×120, 11 ms at 32×32).
+    """
+    h, w = grid_hw
+    pooled = F.interpolate(feats, size=(h * factor, w * factor), mode="area")
+    return F.interpolate(decoder(pooled), size=(h, w), mode="bilinear", align_corners=False)
 
 
 def make_decoder(feature_dim: int, out_dim: int) -> nn.Conv2d:
@@ -233,10 +252,8 @@ def render_view(params: dict[str, Tensor], decoder: nn.Module, prep: PreparedSce
     """View ``i`` of a fitted scene: RGB [3, H, W] at training size and decoded features [D, h, w] on the token grid."""
     H, W = prep.images.shape[-2:]
     h, w = prep.targets.shape[-2:]
-    fh, fw = h * cfg.feature_factor, w * cfg.feature_factor
-    rgb, _, _ = render_rgb(params, prep.viewmats[i : i + 1], prep.Ks[i : i + 1], W, H, cfg.sh_degree, backend)
-    feats, _ = render_features(params, prep.viewmats[i : i + 1], feature_camera(prep.Ks[i : i + 1], (H, W), (fh, fw)), fw, fh, backend=backend)
-    dec = F.interpolate(decoder(feats), size=(h, w), mode="bilinear", align_corners=False)[0]  # [D, h, w]
+    rgb, feats, _ = render_rgb_and_features(params, prep.viewmats[i : i + 1], prep.Ks[i : i + 1], W, H, cfg.sh_degree, backend)
+    dec = decode_to_grid(decoder, feats, (h, w), cfg.feature_factor)[0]  # [D, h, w]
     return rgb[0].permute(2, 0, 1).clamp(0, 1), dec
 
 
@@ -338,7 +355,7 @@ def lift_scene(
     H, W = prep.images.shape[-2:]
     h, w = prep.targets.shape[-2:]
     fh, fw = h * cfg.feature_factor, w * cfg.feature_factor
-    Ks_feat = feature_camera(prep.Ks, (H, W), (fh, fw))
+    targets_up = F.interpolate(prep.targets, size=(fh, fw), mode="bilinear", align_corners=False)  # [V, D, fh, fw], once
     grad_sum = torch.zeros(params["means"].shape[0])
     grad_cnt = torch.zeros(params["means"].shape[0])
     t0 = time.time()
@@ -349,11 +366,10 @@ def lift_scene(
             if group["name"] == "means":
                 group["lr"] = _means_lr(cfg, prep.extent, it)
         sh_deg = min(cfg.sh_degree, it // cfg.sh_degree_every)
-        rgb, _, info = render_rgb(params, prep.viewmats[i : i + 1], prep.Ks[i : i + 1], W, H, sh_deg, backend)
+        rgb, feats, info = render_rgb_and_features(params, prep.viewmats[i : i + 1], prep.Ks[i : i + 1], W, H, sh_deg, backend)
         loss_rgb = rgb_loss(rgb.permute(0, 3, 1, 2), prep.images[i : i + 1])
-        feats, _ = render_features(params, prep.viewmats[i : i + 1], Ks_feat[i : i + 1], fw, fh, backend=backend)
-        target = F.interpolate(prep.targets[i : i + 1], size=(fh, fw), mode="bilinear", align_corners=False)
-        loss_feat = F.l1_loss(decoder(feats), target)
+        pooled = F.interpolate(feats, size=(fh, fw), mode="area")  # [1, F, fh, fw]
+        loss_feat = F.l1_loss(decoder(pooled), targets_up[i : i + 1])
         _check_finite(it, rgb=loss_rgb, feature=loss_feat)
         optimizer.zero_grad(set_to_none=True)
         (loss_rgb + cfg.feature_weight * loss_feat).backward()
@@ -434,15 +450,14 @@ def refit_features(
     H, W = prep.images.shape[-2:]
     h, w = prep.targets.shape[-2:]
     fh, fw = h * cfg.feature_factor, w * cfg.feature_factor
-    Ks_feat = feature_camera(prep.Ks, (H, W), (fh, fw))
+    targets_up = F.interpolate(prep.targets, size=(fh, fw), mode="bilinear", align_corners=False)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: dict[str, list[float]] = {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}
     t0 = time.time()
     for it in progress(range(cfg.iterations), desc=f"features {feature_dim}-d {scene.name}"):
         i = prep.train_ids[int(torch.randint(len(prep.train_ids), (1,), generator=gen))]
-        feats, _ = render_features({**geometry, "features": features}, prep.viewmats[i : i + 1], Ks_feat[i : i + 1], fw, fh, backend=backend)
-        target = F.interpolate(prep.targets[i : i + 1], size=(fh, fw), mode="bilinear", align_corners=False)
-        loss = F.l1_loss(decoder(feats), target)
+        feats, _ = render_features({**geometry, "features": features}, prep.viewmats[i : i + 1], prep.Ks[i : i + 1], W, H, backend=backend)
+        loss = F.l1_loss(decoder(F.interpolate(feats, size=(fh, fw), mode="area")), targets_up[i : i + 1])
         _check_finite(it, feature=loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -43,8 +43,9 @@ How it is vectorised (no Python loop over pixels, tiles or Gaussians):
 * the image is processed in bands of rows so that at most ``chunk_pairs`` candidate pairs exist at once; the
   result does not depend on the band split.
 
-Cost: about 0.1-0.2 µs of CPU per composited pair for forward + backward at 67 channels, plus a fixed cost per
-Gaussian for the projection (see ``benchmarks/bench_render.py``).
+Cost, all in (projection included), forward + backward at 67 channels: about 0.2-0.25 µs of single-core CPU
+per composited pair; 30k Gaussians at 160x120 (~40 pairs per pixel) take ~0.2 s on one core, ~0.1-0.15 s on
+two (see ``benchmarks/bench_render.py``).
 """
 
 from __future__ import annotations
@@ -294,9 +295,8 @@ def _pair_dots(grad_out: Tensor, table: Tensor, vis: Tensor, offsets: Tensor, pi
         crow = torch.cat([offsets, torch.tensor([n], dtype=offsets.dtype, device=offsets.device)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            mask = torch.sparse_csr_tensor(
-                crow, vis, torch.zeros(n, dtype=table.dtype, device=table.device), size=(grad_out.shape[0], table.shape[0])
-            )
+            values = torch.zeros(n, dtype=table.dtype, device=table.device)
+            mask = torch.sparse_csr_tensor(crow, vis, values, size=(grad_out.shape[0], table.shape[0]))
             return torch.sparse.sampled_addmm(mask, grad_out, table.t(), beta=0.0).values()
     except (RuntimeError, NotImplementedError, AttributeError):  # pragma: no cover - builds without it
         pass
@@ -325,22 +325,27 @@ class _Composite(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, params, table, vis, pix, alpha, T, gorder, n_pix, pix0, width, height):
+    def forward(ctx, params, table, vis, pix, alpha, T, gorder, n_pix, pix0, width, height, geo_channels):
         counts, offsets = _segment_offsets(pix, n_pix)
         out = F.embedding_bag(vis, table, offsets, mode="sum", per_sample_weights=alpha * T)
         ctx.save_for_backward(params, table, vis, pix, alpha, T, gorder, counts, offsets)
-        ctx.geometry = (pix0, width, height)
+        ctx.geometry = (pix0, width, height, geo_channels)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         params, table, vis, pix, alpha, T, gorder, counts, offsets = ctx.saved_tensors
-        pix0, width, height = ctx.geometry
+        pix0, width, height, geo_channels = ctx.geometry
         grad_out = grad_out.contiguous()
         grad_params = grad_table = None
         w = alpha * T
         if ctx.needs_input_grad[0]:
-            q = _pair_dots(grad_out, table, vis, offsets, pix)
+            if geo_channels is None:
+                q = _pair_dots(grad_out, table, vis, offsets, pix)
+            else:  # only these colour channels (and the alpha channel, last) move the geometry
+                cols = list(range(geo_channels)) + [table.shape[1] - 1]
+                idx = torch.tensor(cols, device=table.device)
+                q = _pair_dots(grad_out.index_select(1, idx), table.index_select(1, idx), vis, offsets, pix)
             suffix = _segment_exclusive_suffix_sum((w * q).double(), counts).to(alpha.dtype)
             g_alpha = T * q - suffix / (1.0 - alpha)
             live = (alpha < MAX_ALPHA) & (alpha > 0)  # clamped: no gradient; alpha 0: not composited
@@ -374,7 +379,7 @@ class _Composite(torch.autograd.Function):
                 mode="sum",
                 per_sample_weights=w.index_select(0, gorder),
             )
-        return grad_params, grad_table, None, None, None, None, None, None, None, None, None
+        return grad_params, grad_table, None, None, None, None, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -429,9 +434,8 @@ def _band_pairs(g: dict[str, Tensor], r0: int, r1: int, width: int):
     cx = xs[:, None] + o
     dx = torch.where(cx <= x1.index_select(0, gi)[:, None], (cx.to(dtype) + 0.5) - per_tile("mx")[:, None], far)
     cy = ys[:, None] + o
-    dy = torch.where(
-        cy <= y1.index_select(0, gi)[:, None], ((cy - per_tile("ycam")[:, None]).to(dtype) + 0.5) - per_tile("my")[:, None], far
-    )
+    cy_img = (cy - per_tile("ycam")[:, None]).to(dtype)  # image row
+    dy = torch.where(cy <= y1.index_select(0, gi)[:, None], (cy_img + 0.5) - per_tile("my")[:, None], far)
     sx = (0.5 * per_tile("ca"))[:, None] * dx * dx  # [n_t, TILE] (columns)
     sy = (0.5 * per_tile("cc"))[:, None] * dy * dy  # [n_t, TILE] (rows)
     sigma = sy.unsqueeze(2) + sx.unsqueeze(1)
@@ -513,7 +517,8 @@ def _plan_bands(g: dict[str, Tensor], n_rows: int, chunk_pairs: int) -> list[tup
 # PyTorch backend
 # ----------------------------------------------------------------------------------------------------------
 def _torch_rasterize(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background, chunk_pairs
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background, chunk_pairs,
+    geometry_channels=None,
 ):
     C, N = viewmats.shape[0], means.shape[0]
     device = means.device
@@ -568,14 +573,24 @@ def _torch_rasterize(
             continue
         vis, pix, alpha, T, gorder, n_comp = res
         n_pairs += n_comp
-        outs.append(_Composite.apply(params, col_rows, vis, pix, alpha, T, gorder, n_pix, r0 * width, width, height))
+        outs.append(
+            _Composite.apply(
+                params, col_rows, vis, pix, alpha, T, gorder, n_pix, r0 * width, width, height, geometry_channels
+            )
+        )
     out = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
     out = out.view(C, height, width, D + 1)
     renders, alphas = out[..., :D], out[..., D:]
     if background is not None:
         bg = background.to(device=device, dtype=renders.dtype)
         bg = bg.view(1, 1, 1, D) if bg.dim() == 1 else bg.view(C, 1, 1, D)
-        renders = renders + (1.0 - alphas) * bg
+        if geometry_channels is None:
+            renders = renders + (1.0 - alphas) * bg
+        else:  # the other channels' background term must not move the geometry either
+            k = geometry_channels
+            geo = renders[..., :k] + (1.0 - alphas) * bg[..., :k]
+            rest = renders[..., k:] + (1.0 - alphas.detach()) * bg[..., k:]
+            renders = torch.cat([geo, rest], dim=-1)
     info = {
         "backend": "torch",
         "radii": proj["radii"],
@@ -601,7 +616,8 @@ def _torch_rasterize(
 def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height):
     N = means.shape[0]
     if means.shape != (N, 3) or quats.shape != (N, 4) or scales.shape != (N, 3):
-        raise ValueError(f"means/quats/scales must be [N,3]/[N,4]/[N,3], got {means.shape}, {quats.shape}, {scales.shape}")
+        shapes = f"{tuple(means.shape)}, {tuple(quats.shape)}, {tuple(scales.shape)}"
+        raise ValueError(f"means/quats/scales must be [N,3]/[N,4]/[N,3], got {shapes}")
     C = viewmats.shape[0]
     if viewmats.shape != (C, 4, 4) or Ks.shape != (C, 3, 3):
         raise ValueError(f"viewmats/Ks must be [C,4,4]/[C,3,3], got {viewmats.shape}, {Ks.shape}")
@@ -629,27 +645,51 @@ def rasterize_with_info(
     far: float = 1e10,
     background: Tensor | None = None,
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
+    geometry_channels: int | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """``rasterize`` plus gsplat's ``meta`` dict (unpacked layout on both backends).
 
     ``info`` keys: ``radii [C,N,2]`` int32 (0 = culled), ``visible [C,N]`` bool, ``means2d [C,N,2]`` (a non-leaf
     tensor with ``retain_grad()`` called when it requires grad: after ``backward()`` its ``.grad`` is the
     screen-space gradient densification uses, see ``means2d_grad_stats``), ``depths [C,N]``, ``conics [C,N,3]``,
-    ``opacities [C,N]``, ``width``, ``height``, ``n_cameras``, ``backend``.
+    ``opacities [C,N]``, ``width``, ``height``, ``n_cameras``, ``backend``; torch backend also ``n_pairs`` (pairs
+    composited) and ``n_bands``.
+
+    ``geometry_channels=k``: only colour channels ``[:k]`` (and the alpha) send gradients to the geometry (means,
+    quats, scales, opacities); channels ``[k:]`` only to their colours. One call then does what FiT3D does with two
+    renders (RGB moves the geometry, features rendered with detached geometry do not), and shares the pair work.
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height)
     width, height = int(width), int(height)
+    D = colors.shape[-1]
+    if geometry_channels is not None and not 0 <= int(geometry_channels) <= D:
+        raise ValueError(f"geometry_channels must be in [0, {D}], got {geometry_channels}")
+    if geometry_channels is not None and int(geometry_channels) == D:
+        geometry_channels = None
     if backend == "auto":
         backend = "gsplat" if (means.device.type == "cuda" and gsplat_available()) else "torch"
     if backend == "gsplat":
-        return _gsplat_rasterize(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background
+        if geometry_channels is None:
+            return _gsplat_rasterize(
+                means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background
+            )
+        # two calls: the first channels with the geometry's gradients, the rest with the geometry detached
+        k = int(geometry_channels)
+        bg = background
+        bg_geo = None if bg is None else bg[..., :k]
+        bg_rest = None if bg is None else bg[..., k:]
+        geo = [means, quats, scales, opacities]
+        r1, a1, info = _gsplat_rasterize(*geo, colors[..., :k], viewmats, Ks, width, height, near, far, bg_geo)
+        r2, _, _ = _gsplat_rasterize(
+            *[t.detach() for t in geo], colors[..., k:], viewmats, Ks, width, height, near, far, bg_rest
         )
+        return torch.cat([r1, r2], dim=-1), a1, info
     if backend != "torch":
         raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
     return _torch_rasterize(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background, chunk_pairs
-    )
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background, chunk_pairs,
+        None if geometry_channels is None else int(geometry_channels),
+    )  # fmt: skip
 
 
 def rasterize(
@@ -668,17 +708,19 @@ def rasterize(
     far: float = 1e10,
     background: Tensor | None = None,
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
+    geometry_channels: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Render N Gaussians into C cameras: ``renders [C,H,W,D]``, ``alphas [C,H,W,1]``.
 
     ``backend``: ``"gsplat"`` (CUDA only), ``"torch"`` (this module's renderer, any device) or ``"auto"`` (gsplat
     when it is usable and the inputs are on CUDA, else torch). ``background`` is ``[D]`` or ``[C,D]`` and is
     composited as ``render + (1 - alpha)·background``. ``chunk_pairs`` (torch backend) bounds the candidate
-    pairs handled at once; it changes memory and speed, never the result.
+    pairs handled at once; it changes memory and speed, never the result. ``geometry_channels``: see
+    ``rasterize_with_info``.
     """
     renders, alphas, _ = rasterize_with_info(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        backend=backend, near=near, far=far, background=background, chunk_pairs=chunk_pairs,
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, backend=backend, near=near, far=far,
+        background=background, chunk_pairs=chunk_pairs, geometry_channels=geometry_channels,
     )  # fmt: skip
     return renders, alphas
 

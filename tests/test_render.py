@@ -355,6 +355,36 @@ def test_no_gaussians_and_partial_gradients():
     assert m.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("with_background", [False, True])
+def test_geometry_channels_equals_two_renders(with_background):
+    """One call with geometry_channels=k == RGB render (geometry grads) + feature render (geometry detached)."""
+    viewmats, Ks = cameras(2)
+    means, quats, scales, opacities, colors = random_scene(25, 7, 13)
+    bg = torch.linspace(-1, 1, 7, dtype=torch.float64) if with_background else None
+    k = 3
+    one = _leaves([means, quats, scales, opacities, colors])
+    r, a, info = rasterize_with_info(*one, viewmats, Ks, W, H, backend="torch", background=bg, geometry_channels=k)
+    two = _leaves([means, quats, scales, opacities, colors])
+    r_rgb, a_rgb, info2 = rasterize_with_info(*two[:4], two[4][:, :k], viewmats, Ks, W, H, backend="torch",
+                                              background=None if bg is None else bg[:k])  # fmt: skip
+    r_feat, _ = rasterize(*[t.detach() for t in two[:4]], two[4][:, k:], viewmats, Ks, W, H, backend="torch",
+                          background=None if bg is None else bg[k:])  # fmt: skip
+    torch.testing.assert_close(r, torch.cat([r_rgb, r_feat], -1), atol=1e-12, rtol=0)
+    torch.testing.assert_close(a, a_rgb, atol=1e-12, rtol=0)
+    g = torch.Generator().manual_seed(3)
+    wr, wa = torch.randn(r.shape, generator=g, dtype=r.dtype), torch.randn(a.shape, generator=g, dtype=a.dtype)
+    ((r * wr).sum() + (a * wa).sum()).backward()
+    ((torch.cat([r_rgb, r_feat], -1) * wr).sum() + (a_rgb * wa).sum()).backward()
+    for x, y in zip(one, two):
+        torch.testing.assert_close(x.grad, y.grad, atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(info["means2d"].grad, info2["means2d"].grad, atol=1e-10, rtol=1e-8)
+    # and it differs from letting every channel move the geometry
+    full = _leaves([means, quats, scales, opacities, colors])
+    r3, a3 = rasterize(*full, viewmats, Ks, W, H, backend="torch", background=bg)
+    ((r3 * wr).sum() + (a3 * wa).sum()).backward()
+    assert not torch.allclose(full[0].grad, one[0].grad)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Chunking, info, densification statistics
 # ----------------------------------------------------------------------------------------------------------
@@ -478,6 +508,7 @@ def test_float32_render_of_a_large_scene_matches_float64():
 # ----------------------------------------------------------------------------------------------------------
 # gsplat parity (only where gsplat and CUDA exist)
 # ----------------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
 @pytest.mark.skipif(not gsplat_available(), reason="gsplat with CUDA not available")
 @pytest.mark.parametrize("D", [3, 35])
 def test_torch_backend_matches_gsplat(D):

@@ -1,0 +1,65 @@
+"""The whole course, as a student runs it: notebooks 01-05 at smoke defaults through papermill, then the report.
+
+This is the slow test (minutes): it executes every notebook, checks the report is offline, says "random weights"
+where it must, and renders in headless Chromium when Chromium is installed (scripts/test.sh installs it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from fit3d_helpers.runner import run_notebooks
+
+    out = tmp_path_factory.mktemp("course")
+    record = run_notebooks(ROOT / "notebooks", "smoke", report_dir=out / "report", artifacts_dir=out / "artifacts")
+    return {"record": record, "report": out / "report", "artifacts": out / "artifacts"}
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_at_smoke_defaults(course: dict) -> None:
+    record = course["record"]
+    failed = {n["name"]: n.get("error") for n in record["notebooks"] if n["status"] != "ok"}
+    assert record["ok"] and not failed, failed
+    names = sorted(p.name for p in course["report"].glob("*.html"))
+    assert names == ["01_data.html", "02_lift_to_gaussians.html", "03_finetune.html", "04_probe.html", "05_ablations.html", "index.html"]
+    print("\nwall seconds per notebook:", {n["name"]: round(n["wall_s"], 1) for n in record["notebooks"]})
+
+
+@pytest.mark.slow
+def test_report_is_offline_and_flags_random_weights(course: dict) -> None:
+    for page in course["report"].glob("*.html"):
+        text = page.read_text()
+        assert not re.search(r"""<script[^>]+src=["']?http""", text), page.name
+        assert not re.search(r"""<link[^>]+href=["']?http""", text), page.name
+    stats = [json.loads(p.read_text()) for p in course["artifacts"].glob("*/*/stats.json")]
+    if any(s.get("weights") == "random" for s in stats):
+        for page in course["report"].glob("*.html"):
+            assert "RANDOM WEIGHTS" in page.read_text(), f"{page.name} lacks the random-weights banner"
+    probe = [s for s in stats if s.get("stage") == "probe" and s.get("headline")]
+    assert probe and set(probe[0]["results"]["seg"]) == {"original", "finetuned", "concat", "add", "linear"}
+    assert {"lift", "finetune", "probe", "ablations", "data"} <= {s.get("stage") for s in stats}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(), reason="Chromium not installed")
+def test_report_renders_in_chromium(course: dict) -> None:
+    spec = importlib.util.spec_from_file_location("check_report_browser", ROOT / "scripts" / "check_report_browser.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    pages = sorted(course["report"].glob("*.html"))
+    results = mod.check_pages(pages)
+    bad = [r for r in results if not r.ok]
+    assert not bad, bad
