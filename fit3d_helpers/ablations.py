@@ -40,8 +40,12 @@ def _lifts_for_dim(profile: Profile, original: Backbone, split: SceneSplit, dim:
 
 
 def run_point(profile: Profile, split: SceneSplit, original: Backbone, artifacts_dir: str | Path, *, ablation: str, value: Any,
-              device: str = "auto", seed: int = 0, refit_iterations: int | None = None) -> dict[str, Any]:
-    """One ablation point -> a flat row of numbers (every stage cached by its config hash)."""
+              device: str = "auto", seed: int = 0, refit_iterations: int | None = None, probe_steps: int | None = None,
+              variants: tuple[str, ...] = ("concat",)) -> dict[str, Any]:
+    """One ablation point -> a flat row of numbers (every stage cached by its config hash).
+
+    ``probe_steps`` (default: the profile's) and ``variants`` keep a CPU run of the whole grid affordable.
+    """
     t0 = time.time()
     prof = profile
     dim = profile.lift.feature_dim
@@ -54,7 +58,9 @@ def run_point(profile: Profile, split: SceneSplit, original: Backbone, artifacts
     train_lifts, val_lifts = _lifts_for_dim(profile, original, split, dim, artifacts_dir, refit_iterations)
     tuned = pipeline.backbone_for(prof, device, weights=original.weights if not original.weights.startswith("file:") else original.weights[5:])
     ft = pipeline.finetune_stage(prof, tuned, split, artifacts_dir, lifts=[r.path for r in train_lifts], val_lifts=[r.path for r in val_lifts])
-    probe = pipeline.probe_stage(prof, split, original, ft.load(device), ft.path.name, artifacts_dir, variants=("finetuned", "concat"),
+    if probe_steps:
+        prof = dataclasses.replace(prof, probe_steps_seg=probe_steps, probe_steps_depth=probe_steps)
+    probe = pipeline.probe_stage(prof, split, original, ft.load(device), ft.path.name, artifacts_dir, variants=variants,
                                  device=device, seed=seed, tag={"ablation": ablation, "value": value})
     row: dict[str, Any] = {"ablation": ablation, "value": value,
                            "lift_psnr": float(np.mean([r.stats["heldout_psnr"] for r in train_lifts])),
@@ -62,7 +68,7 @@ def run_point(profile: Profile, split: SceneSplit, original: Backbone, artifacts
                            "feature_MB": float(np.mean([r.params["features"].numel() * 4 / 2**20 for r in train_lifts])),
                            "ft_val_l1_after": ft.stats["val_l1_after"], "ft_seconds_per_step": ft.stats["seconds_per_step"],
                            "ft_trainable_params": ft.stats["trainable_params"]}
-    for variant in ("finetuned", "concat"):
+    for variant in variants:
         row[f"seg_miou_{variant}"] = probe["results"]["seg"][variant]["miou"]
         row[f"depth_rmse_{variant}"] = probe["results"]["depth"][variant]["rmse"]
         row[f"recall14_{variant}"] = probe["awareness"].get(variant, {}).get("recall@14px")
@@ -71,12 +77,14 @@ def run_point(profile: Profile, split: SceneSplit, original: Backbone, artifacts
 
 
 def run_ablations(profile: Profile, split: SceneSplit, original: Backbone, artifacts_dir: str | Path, grid: dict[str, list[Any]], *,
-                  device: str = "auto", seed: int = 0, refit_iterations: int | None = None) -> dict[str, Any]:
+                  device: str = "auto", seed: int = 0, refit_iterations: int | None = None, probe_steps: int | None = None,
+                  variants: tuple[str, ...] = ("concat",)) -> dict[str, Any]:
     """Every point of ``grid`` ({ablation: [values]}); writes ``artifacts/ablations/<hash>/stats.json`` for the report."""
     rows = {name: [run_point(profile, split, original, artifacts_dir, ablation=name, value=v, device=device, seed=seed,
-                             refit_iterations=refit_iterations) for v in values] for name, values in grid.items()}
+                             refit_iterations=refit_iterations, probe_steps=probe_steps, variants=tuple(variants))
+                   for v in values] for name, values in grid.items()}
     key = {"stage": "ablations", "grid": grid, "profile": profile.name, "backbone": original.describe(), "seed": seed,
-           "refit_iterations": refit_iterations, "lift": dataclasses.asdict(profile.lift), "finetune": dataclasses.asdict(profile.finetune)}
+           "refit_iterations": refit_iterations, "probe_steps": probe_steps, "variants": list(variants), "lift": dataclasses.asdict(profile.lift), "finetune": dataclasses.asdict(profile.finetune)}
     out = Path(artifacts_dir) / "ablations" / config_hash(key)
     stats = {"stage": "ablations", "profile": profile.name, "backbone": original.name, "weights": original.weights, "rows": rows}
     with atomic_dir(out, overwrite=True) as tmp:

@@ -41,7 +41,7 @@ class LiftError(RuntimeError):
 class LiftConfig:
     """Stage-1 settings. Defaults are the smoke profile (CPU, minutes); :meth:`paper` gives the official schedule."""
 
-    iterations: int = 400  # official: 30_000
+    iterations: int = 300  # official: 30_000
     feature_dim: int = 64  # low-dim feature per Gaussian (ablation: 16/32/64/128)
     sh_degree: int = 0  # official: 3 (raised by one every `sh_degree_every` iterations)
     sh_degree_every: int = 1000
@@ -61,8 +61,8 @@ class LiftConfig:
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
     # densification (official: from 500 to 15_000 every 100, threshold 2e-4, opacity reset every 3000)
-    densify_from: int = 150
-    densify_until: int = 350
+    densify_from: int = 100
+    densify_until: int = 250
     densify_every: int = 100
     densify_grad_threshold: float = 2e-4
     prune_opacity: float = 0.005

@@ -45,7 +45,7 @@ SMOKE = Profile(
     # lr 1e-5 (official) barely moves a model in the ~36 steps of a smoke epoch; the smoke profile uses 1e-4 so the
     # before/after difference is visible. The paper profile keeps the official 1e-5.
     finetune=FinetuneConfig(lr=1e-4),
-    probe_steps_seg=300, probe_steps_depth=300, probe_batch=8, probe_lr_depth=1e-3, max_depth=10.0,
+    probe_steps_seg=150, probe_steps_depth=150, probe_batch=8, probe_lr_depth=1e-3, max_depth=10.0,
     notes={"time": "about 10-15 min on 2 CPU cores, end to end"},
 )
 

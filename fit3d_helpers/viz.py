@@ -251,7 +251,10 @@ def table(rows: list[dict] | dict, title: str | None = None) -> None:
     import pandas as pd
     from IPython.display import display
 
-    df = pd.DataFrame(rows).T if isinstance(rows, dict) else pd.DataFrame(rows)
+    if isinstance(rows, dict) and not any(isinstance(v, dict) for v in rows.values()):
+        df = pd.DataFrame({"value": list(rows.values())}, index=list(rows))  # flat dict: one row per key
+    else:
+        df = pd.DataFrame(rows).T if isinstance(rows, dict) else pd.DataFrame(rows)
     if title:
         print(title)
     display(df.style.format(precision=4) if hasattr(df, "style") else df)

@@ -148,7 +148,7 @@ seed = 0
 device = "auto"        # "auto": CUDA (gsplat) when present, else CPU (our PyTorch rasterizer)
 backbone = "dinov2_small"
 weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
-iterations = None      # smoke 400, paper 30000
+iterations = None      # smoke 300, paper 30000
 feature_dim = None     # 64 (ablation: 16 / 32 / 64 / 128)
 sh_degree = None       # smoke 0 (plain RGB), paper 3
 shard = None           # "i/n": fit only every n-th scene starting at i (several machines at once)
@@ -211,8 +211,7 @@ The PCA images use **one basis shared by both rows**, so equal colours mean equa
 '''),
     code('''
 from fit3d_helpers import lift as L
-scene_views = L.load_scene(res.config["scene"]).views
-prep = L.prepare_scene(L.load_scene(res.config["scene"]), bb, prof.lift)
+prep = L.prepare_scene(L.load_scene(res.config["scene"]), bb, prof.lift)  # images at training size + DINOv2 targets
 renders = L.render_views(res, prep, prep.holdout_ids[:3], prof.lift)
 viz.pca_figure({"DINOv2 (2D)": [prep.targets[i] for i in prep.holdout_ids[:3]], "rendered + decoded (3D)": renders["features"]},
                images=[r for r in renders["rgb"]], title="held-out views: rendered RGB (top), feature PCA with a shared basis");
@@ -255,7 +254,7 @@ weights = "auto"
 mode = None            # "full" (all parameters, default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
 epochs = None          # 1 (official)
 lr = None              # official 1e-5; the smoke profile uses 1e-4 (see fit3d_helpers/profiles.py)
-target_factor = None   # targets rendered at token grid x factor (1 = the grid itself)
+target_factor = None   # targets rendered at the token grid times this factor (1: the grid itself)
 use_released = False   # demo mode: skip training, load the released FiT3D checkpoint (needs the internet once)
 force = False
 """),
@@ -346,8 +345,8 @@ device = "auto"
 backbone = "dinov2_small"
 weights = "auto"
 use_released = False   # probe the released FiT3D checkpoint instead of our fine-tuned model (needs the internet once)
-seg_steps = None       # smoke 300, paper 40000
-depth_steps = None     # smoke 300, paper 38400
+seg_steps = None       # smoke 150, paper 40000
+depth_steps = None     # smoke 150, paper 38400
 force = False
 """),
     md("""
@@ -437,7 +436,9 @@ feature_dims = [16, 32, 64, 128]   # stage-1 feature dimension
 epochs = [1, 2]                    # fine-tuning epochs
 modes = ["full", "lora"]           # full fine-tuning vs LoRA adapter
 target_factors = [1, 2, 4]         # target render resolution: token grid x factor
-refit_iterations = 300             # feature-only refits for the feature-dimension ablation (geometry is reused)
+refit_iterations = 100             # feature-only refits for the feature-dimension ablation (geometry is reused)
+probe_steps = 100                  # probe steps per ablation point (None: the profile's)
+probe_variants = ["concat"]        # feature variants probed per point (add "finetuned" for the fine-tuned-only column)
 """),
     md("""
 # 05 · Ablations
@@ -481,7 +482,8 @@ Each point: (lift) → fine-tune → probe with the fine-tuned-only and concaten
 """),
     code("""
 grid = {"feature_dim": feature_dims, "epochs": epochs, "mode": modes, "target_factor": target_factors}
-abl = ablations.run_ablations(prof, split, original, artifacts_dir, grid, device=device, seed=seed, refit_iterations=refit_iterations)
+abl = ablations.run_ablations(prof, split, original, artifacts_dir, grid, device=device, seed=seed, refit_iterations=refit_iterations,
+                              probe_steps=probe_steps, variants=tuple(probe_variants))
 for name, rows in abl["rows"].items():
     viz.table({str(r["value"]): {k: v for k, v in r.items() if k not in ("ablation", "value")} for r in rows}, f"ablation: {name} ({ablations.ABLATIONS[name]})")
 """),

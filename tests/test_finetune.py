@@ -79,3 +79,42 @@ def test_finetune_end_to_end_resume_and_checkpoint_format(lifted, artifacts, tmp
 def test_missing_lift_is_named(vit_small, tmp_path) -> None:
     with pytest.raises(LiftError, match="run stage 1"):
         FT.finetune([tmp_path / "lift" / "missing"], vit_small, FT.FinetuneConfig(), root=tmp_path)
+
+
+def _ddp_worker(rank: int, world: int, port: int, lift_path: str, root: str, queue) -> None:
+    import os
+
+    from fit3d_helpers.distributed import cleanup
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        bb = load_backbone("dinov2_small", "random", device="cpu")
+        res = FT.finetune([lift_path], bb, FT.FinetuneConfig(lr=1e-4), root=root)
+        queue.put((rank, res.stats["world_size"], float(sum(p.double().sum() for p in bb.model.parameters()))))
+    except Exception as err:  # report instead of hanging the parent
+        queue.put((rank, "error", repr(err)))
+    finally:
+        cleanup()
+
+
+def test_finetune_under_ddp_with_gloo(lifted, tmp_path) -> None:
+    """Two processes (torchrun's environment, gloo on loopback) end with identical weights; rank 0 writes once."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(lifted[0].path), str(tmp_path), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    out = sorted(queue.get(timeout=180) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert all(o[1] == 2 for o in out), out
+    assert out[0][2] == pytest.approx(out[1][2], rel=1e-9)  # DDP kept the replicas in sync
+    assert len(list((tmp_path / "finetune").glob("*/model.pth"))) == 1
