@@ -129,20 +129,24 @@ def scene_targets(lift_path: str | Path, backbone: Backbone, *, target_factor: i
     H, W = images.shape[-2:]
     h, w = backbone.grid_size(H, W)
     fh, fw = h * target_factor, w * target_factor
-    viewmats = torch.stack([torch.as_tensor(v.world_to_cam, dtype=torch.float32) for v in scene.views])
-    Ks = feature_camera(torch.stack([torch.as_tensor(v.K, dtype=torch.float32) for v in scene.views]), (H, W), (fh, fw))
+    dev = backbone.device  # render where the backbone runs (CUDA: gsplat)
+    params = {k: v.to(dev) for k, v in lift.params.items()}
+    decoder = lift.decoder.to(dev)
+    viewmats = torch.stack([torch.as_tensor(v.world_to_cam, dtype=torch.float32) for v in scene.views]).to(dev)
+    Ks_full = torch.stack([torch.as_tensor(v.K, dtype=torch.float32) for v in scene.views]).to(dev)
+    Ks = feature_camera(Ks_full, (H, W), (fh, fw))
     targets, masks = [], []
     t0 = time.time()
     with torch.no_grad():
         for i in range(len(scene.views)):
-            feats, alphas = render_features(lift.params, viewmats[i : i + 1], Ks[i : i + 1], fw, fh, backend=backend)
-            targets.append(F.interpolate(lift.decoder(feats), size=(h, w), mode="bilinear", align_corners=False)[0])
-            masks.append(F.interpolate(alphas, size=(h, w), mode="area")[0])
+            feats, alphas = render_features(params, viewmats[i : i + 1], Ks[i : i + 1], fw, fh, backend=backend)
+            targets.append(F.interpolate(decoder(feats), size=(h, w), mode="bilinear", align_corners=False)[0].cpu())
+            masks.append(F.interpolate(alphas, size=(h, w), mode="area")[0].cpu())
     per_view = (time.time() - t0) / len(scene.views)
     with torch.no_grad():  # what the official full-size rendering would cost, measured on one view
         t1 = time.time()
-        feats, _ = render_features(lift.params, viewmats[:1], torch.stack([torch.as_tensor(scene.views[0].K, dtype=torch.float32)]), W, H, backend=backend)
-        lift.decoder(feats)
+        feats, _ = render_features(params, viewmats[:1], Ks_full[:1], W, H, backend=backend)
+        decoder(feats)
         full = time.time() - t1
     stats = {"stage": "targets", "scene": scene.name, "views": len(scene.views), "target_hw": [fh, fw], "grid_hw": [h, w],
              "render_seconds_per_view": per_view, "full_size_render_seconds_per_view": full}

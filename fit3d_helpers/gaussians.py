@@ -173,7 +173,7 @@ def densify_and_prune(
         rot = _quat_to_rotmat(params["quats"].data[split])  # [S, 3, 3]
         s = scales[split]
         for _ in range(2):  # two children per split Gaussian, sampled inside the parent, 1/1.6 the size
-            offset = torch.randn(s.shape, generator=generator) * s
+            offset = torch.randn(s.shape, generator=generator).to(s.device) * s
             for name in params:
                 v = params[name].data[split]
                 if name == "means":

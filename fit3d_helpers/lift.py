@@ -169,7 +169,8 @@ def prepare_scene(scene: Scene, backbone: Backbone, cfg: LiftConfig) -> Prepared
     train = [i for i in ids if i not in holdout]
     centres = torch.stack([torch.as_tensor(v.cam_to_world[:3, 3], dtype=torch.float32) for v in scene.views])
     extent = float((centres - centres.mean(0)).norm(dim=-1).max()) * 1.1
-    return PreparedScene(images, viewmats, Ks, targets, train, holdout, max(extent, 1e-2))
+    dev = backbone.device  # the fit runs where the backbone runs ("auto": CUDA when present)
+    return PreparedScene(images.to(dev), viewmats.to(dev), Ks.to(dev), targets.to(dev), train, holdout, max(extent, 1e-2))
 
 
 def feature_camera(K: Tensor, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
@@ -260,10 +261,13 @@ def render_view(params: dict[str, Tensor], decoder: nn.Module, prep: PreparedSce
 def render_views(result: LiftResult, prep: PreparedScene, ids: list[int], cfg: LiftConfig) -> dict[str, list]:
     """For the notebooks: RGB images [H, W, 3] (numpy) and decoded features [D, h, w] of views ``ids``."""
     out: dict[str, list] = {"rgb": [], "features": []}
+    dev = prep.images.device
+    params = {k: v.to(dev) for k, v in result.params.items()}
+    decoder = result.decoder.to(dev)
     for i in ids:
-        rgb, dec = render_view(result.params, result.decoder, prep, i, cfg)
-        out["rgb"].append(rgb.permute(1, 2, 0).numpy())
-        out["features"].append(dec)
+        rgb, dec = render_view(params, decoder, prep, i, cfg)
+        out["rgb"].append(rgb.permute(1, 2, 0).cpu().numpy())
+        out["features"].append(dec.cpu())
     return out
 
 
@@ -340,12 +344,13 @@ def lift_scene(
     pts, cols = scene_points(scene, cfg.max_init_points, cfg.seed)
     partial = out.parent / f".partial-{out.name}"
     ckpt_path = partial / "checkpoint.pt"
-    decoder = make_decoder(cfg.feature_dim, backbone.dim)
-    params = {k: nn.Parameter(v) for k, v in init_gaussians(pts, cols, feature_dim=cfg.feature_dim, sh_degree=cfg.sh_degree, seed=cfg.seed).items()}
+    dev = backbone.device
+    decoder = make_decoder(cfg.feature_dim, backbone.dim).to(dev)
+    params = {k: nn.Parameter(v.to(dev)) for k, v in init_gaussians(pts, cols, feature_dim=cfg.feature_dim, sh_degree=cfg.sh_degree, seed=cfg.seed).items()}
     start, losses, elapsed = 0, {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}, 0.0
     if ckpt_path.is_file() and not force:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        params = {k: nn.Parameter(v) for k, v in ck["params"].items()}
+        params = {k: nn.Parameter(v.to(dev)) for k, v in ck["params"].items()}
         decoder.load_state_dict(ck["decoder"])
         start, losses, elapsed = ck["iteration"], ck["losses"], ck["elapsed"]
     optimizer = _optimizer(params, decoder, cfg, prep.extent)
@@ -356,8 +361,8 @@ def lift_scene(
     h, w = prep.targets.shape[-2:]
     fh, fw = h * cfg.feature_factor, w * cfg.feature_factor
     targets_up = F.interpolate(prep.targets, size=(fh, fw), mode="bilinear", align_corners=False)  # [V, D, fh, fw], once
-    grad_sum = torch.zeros(params["means"].shape[0])
-    grad_cnt = torch.zeros(params["means"].shape[0])
+    grad_sum = torch.zeros(params["means"].shape[0], device=dev)
+    grad_cnt = torch.zeros(params["means"].shape[0], device=dev)
     t0 = time.time()
     bar = progress(range(start, cfg.iterations), desc=f"lift {scene.name}", initial=start, total=cfg.iterations)
     for it in bar:
@@ -375,14 +380,14 @@ def lift_scene(
         (loss_rgb + cfg.feature_weight * loss_feat).backward()
         if cfg.densify_from <= it < cfg.densify_until:
             norm_sum, count = means2d_grad_stats(info)  # [N], [N]: screen-space gradient, as gsplat's strategy
-            grad_sum += norm_sum.cpu()
-            grad_cnt += count.cpu()
+            grad_sum += norm_sum
+            grad_cnt += count
         optimizer.step()
         if cfg.densify_from <= it < cfg.densify_until and (it + 1 - cfg.densify_from) % cfg.densify_every == 0 and it > cfg.densify_from:
             dstats = densify_and_prune(params, optimizer, grad_sum / grad_cnt.clamp_min(1), grad_threshold=cfg.densify_grad_threshold,
                                        scene_extent=prep.extent, min_opacity=cfg.prune_opacity, max_gaussians=cfg.max_gaussians, generator=gen)
-            grad_sum = torch.zeros(params["means"].shape[0])
-            grad_cnt = torch.zeros(params["means"].shape[0])
+            grad_sum = torch.zeros(params["means"].shape[0], device=dev)
+            grad_cnt = torch.zeros(params["means"].shape[0], device=dev)
             bar.set_postfix(n=dstats["total"])
         if cfg.opacity_reset_every and (it + 1) % cfg.opacity_reset_every == 0 and it + 1 < cfg.densify_until:
             reset_opacity(params, optimizer)
@@ -393,7 +398,7 @@ def lift_scene(
         done = it + 1 == cfg.iterations
         stop_early = max_seconds is not None and time.time() - t0 > max_seconds
         if (it + 1) % cfg.checkpoint_every == 0 or stop_early:
-            save_torch(ckpt_path, {"iteration": it + 1, "params": {k: v.detach() for k, v in params.items()}, "decoder": decoder.state_dict(),
+            save_torch(ckpt_path, {"iteration": it + 1, "params": {k: v.detach().cpu() for k, v in params.items()}, "decoder": decoder.state_dict(),
                                    "optimizer": optimizer.state_dict(), "losses": losses, "elapsed": elapsed + time.time() - t0})
         if stop_early and not done:
             raise TimeoutError(f"lift of {scene.name} stopped at iteration {it + 1} (max_seconds); call again to resume from {ckpt_path}")
@@ -401,6 +406,8 @@ def lift_scene(
     wall = elapsed + time.time() - t0
     final = {k: v.detach() for k, v in params.items()}
     metrics = evaluate(final, decoder, prep, prep.holdout_ids, cfg, backend)
+    final = {k: v.cpu() for k, v in final.items()}
+    decoder = decoder.cpu()
     stats = {"stage": "lift", "scene": scene.name, **backbone.describe(), **{f"heldout_{k}": v for k, v in metrics.items()},
              "n_gaussians": int(final["means"].shape[0]), "n_init_points": int(pts.shape[0]), "iterations": cfg.iterations,
              "feature_dim": cfg.feature_dim, "wall_seconds": round(wall, 1), "train_views": len(prep.train_ids),
@@ -442,10 +449,11 @@ def refit_features(
     seed_everything(cfg.seed)
     scene = load_scene(base.config["scene"])
     prep = prepare_scene(scene, backbone, cfg)
-    geometry = {k: v for k, v in base.params.items() if k != "features"}
+    dev = backbone.device
+    geometry = {k: v.to(dev) for k, v in base.params.items() if k != "features"}
     n = geometry["means"].shape[0]
-    features = nn.Parameter(0.01 * torch.randn(n, feature_dim, generator=torch.Generator().manual_seed(cfg.seed)))
-    decoder = make_decoder(feature_dim, backbone.dim)
+    features = nn.Parameter(0.01 * torch.randn(n, feature_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(dev))
+    decoder = make_decoder(feature_dim, backbone.dim).to(dev)
     optimizer = torch.optim.Adam([{"params": [features], "lr": cfg.lr_features}, {"params": decoder.parameters(), "lr": cfg.lr_decoder}], eps=1e-15)
     H, W = prep.images.shape[-2:]
     h, w = prep.targets.shape[-2:]
@@ -467,6 +475,8 @@ def refit_features(
         losses["n_gaussians"].append(n)
     params = {**geometry, "features": features.detach()}
     metrics = evaluate(params, decoder, prep, prep.holdout_ids, cfg, backend)
+    params = {k: v.cpu() for k, v in params.items()}
+    decoder = decoder.cpu()
     stats = {**base.stats, **{f"heldout_{k}": v for k, v in metrics.items()}, "stage": "lift_features", "feature_dim": feature_dim,
              "iterations": cfg.iterations, "wall_seconds": round(time.time() - t0, 1), "base_lift": base.path.name,
              "feature_bytes": int(n * feature_dim * 4 + decoder.weight.numel() * 4)}

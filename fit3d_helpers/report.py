@@ -822,6 +822,20 @@ def _paper_section(probe: dict[str, Any] | None, profile: str | None) -> str:
     return "\n".join(out)
 
 
+def _ablation_tables(group: list[dict[str, Any]]) -> str:
+    """One table per ablation (setting value × numbers) from the newest ``ablations`` artifact's rows."""
+    newest = max(group, key=lambda a: a["mtime"])
+    out = [f"<h3>Ablations (notebook 05) — <code>{_e(newest['hash'])}</code></h3>"]
+    for name, rows in newest["stats"].get("rows", {}).items():
+        if not rows:
+            continue
+        cols = [c for c in rows[0] if c not in ("ablation", "value")]
+        head = f"<tr><th>{_e(name)}</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr>"
+        body = "".join(f"<tr><th>{_e(str(r.get('value')))}</th>" + "".join(_td(r.get(c), sig=True) for c in cols) + "</tr>" for r in rows)
+        out.append(f'<div style="overflow-x:auto"><table>{head}{body}</table></div>')
+    return "".join(out)
+
+
 def _stage_tables(arts: list[dict[str, Any]], profile: str | None) -> str:
     out: list[str] = []
     stages: list[str] = []
@@ -830,6 +844,9 @@ def _stage_tables(arts: list[dict[str, Any]], profile: str | None) -> str:
             stages.append(a["stage"])
     for st in stages:
         group = [a for a in arts if a["stage"] == st]
+        if st == "ablations":
+            out.append(_ablation_tables(group))
+            continue
         rows = []
         for a in group:
             s = a["stats"]

@@ -278,3 +278,14 @@ def test_browser_renders_plotly_offline(plotly_page, tmp_path):
     assert any("not drawn" in p for p in r_bad.problems)
     # the report list: index first, then the pages it links
     assert [p.name for p in check.report_pages(plotly_page.parent)] == ["index.html", "01_plots.html"]
+
+
+def test_build_index_ablation_tables(tmp_path):
+    arts, rep = tmp_path / "artifacts", tmp_path / "report"
+    rows = {"epochs": [{"ablation": "epochs", "value": 1, "seg_miou_concat": 0.1234, "depth_rmse_concat": 0.9},
+                       {"ablation": "epochs", "value": 2, "seg_miou_concat": 0.2345, "depth_rmse_concat": 0.8}]}
+    write_json(arts / "ablations" / "abc123" / "stats.json", {"stage": "ablations", "profile": "smoke", "rows": rows})
+    write_json(arts / "ablations" / "abc123" / "config.json", {})
+    index = build_index(rep, arts, {"profile": "smoke"}).read_text()
+    assert "Ablations (notebook 05)" in index and "seg_miou_concat" in index
+    assert "0.2345" in index and "<th>epochs</th>" in index
