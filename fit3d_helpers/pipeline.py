@@ -174,7 +174,7 @@ def probe_stage(profile: Profile, split: SceneSplit, original: Backbone, finetun
 
     key = {"stage": "probe", "original": original.describe(), "finetuned": finetune_id, "train": [str(p) for p in split.train],
            "val": [str(p) for p in split.val], "variants": list(variants), "tasks": list(tasks), "awareness": awareness,
-           "steps": [profile.probe_steps_seg, profile.probe_steps_depth], "lr_depth": profile.probe_lr_depth, "batch": profile.probe_batch, "max_depth": profile.max_depth, "seed": seed, "tag": tag or {}}
+           "steps": [profile.probe_steps_seg, profile.probe_steps_depth], "lr_depth": profile.probe_lr_depth, "batch": profile.probe_batch, "max_depth": profile.max_depth, "seed": seed}  # the tag is not part of the key: equal runs are shared
     out = Path(artifacts_dir) / "probe" / config_hash(key)
     if artifact_complete(out) and not force:
         return {**read_json(out / "stats.json"), "path": str(out)}

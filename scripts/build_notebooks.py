@@ -488,6 +488,12 @@ for name, rows in abl["rows"].items():
     viz.table({str(r["value"]): {k: v for k, v in r.items() if k not in ("ablation", "value")} for r in rows}, f"ablation: {name} ({ablations.ABLATIONS[name]})")
 """),
     md("""
+How to read the columns: `lift_*` are stage-1 quality on held-out views (identical PSNR across feature dimensions:
+the geometry is shared), `feature_MB` the memory of the per-Gaussian features, `ft_*` fine-tuning cost and its
+validation L1 (measured against targets rendered at the same factor, so it is not comparable across target
+factors), then probe and 3D-correspondence numbers of the concatenated features on held-out scenes.
+"""),
+    md("""
 ## At a glance
 Segmentation mIoU and depth RMSE of the concatenated features for every ablation point.
 """),
