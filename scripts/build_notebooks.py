@@ -453,6 +453,10 @@ numbers stand beside ours where the paper has them.
   frozen Gaussians: the same experiment at a fraction of the cost (`fit3d_helpers.lift.refit_features`).
 * **Assembly** concat / add / linear fusion, and **fine-tuned only vs concatenated**: from notebook 04's probes.
 * **Epochs** 1 vs 2, **full fine-tuning vs LoRA**, **target render resolution** ×1 / ×2 / ×4.
+
+With random weights, read the LoRA row with care: DINOv2's blocks scale their residual branches by LayerScale,
+initialised to 1e-5, so a *randomly initialised* DINOv2 is almost the identity after the patch embedding and an
+adapter on `qkv` can barely change its output. With pretrained weights LayerScale is learned and LoRA acts.
 """),
     code(COLAB_CELL),
     code(SETUP_CELL),

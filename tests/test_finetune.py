@@ -45,6 +45,10 @@ def test_add_lora_freezes_all_but_adapters(vit_small) -> None:
     assert len(params) == 8 and sum(p.numel() for p in trainable) == 4 * 4 * (384 + 3 * 384)
     x = torch.rand(1, 3, 56, 56)
     assert torch.allclose(bb.features(x)[0], vit_small.features(x)[0], atol=1e-5)
+    assert isinstance(bb.model.blocks[-1].attn.qkv, FT.LoRALinear) and not isinstance(bb.model.blocks[0].attn.qkv, FT.LoRALinear)
+    patch, _ = bb.forward_tokens(x)
+    patch.square().mean().backward()
+    assert all(p.grad is not None for p in params) and float(params[-1].grad.abs().sum()) > 0  # the adapters are in the graph
     FT.merge_lora(bb.model)
     assert set(bb.model.state_dict()) == set(vit_small.model.state_dict())  # timm format again
 
