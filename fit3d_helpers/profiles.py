@@ -76,6 +76,22 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     return replace(prof, lift=replace(prof.lift, **lift_over), finetune=replace(prof.finetune, **ft_over), **top)
 
 
+def course_profile(profile: str, *, n_train: int | None = None, n_val: int | None = None, n_views: int | None = None,
+                   backbone: str | None = None, weights: str | None = None, iterations: int | None = None,
+                   feature_dim: int | None = None, sh_degree: int | None = None, mode: str | None = None,
+                   epochs: int | None = None, lr: float | None = None, target_factor: int | None = None,
+                   seg_steps: int | None = None, depth_steps: int | None = None) -> Profile:
+    """The profile from the pipeline parameters every notebook shares (``None`` = the profile's value).
+
+    Every notebook takes all of them, so ``--set iterations=2000`` reaches notebooks 02-05 alike and each later
+    stage finds the artifacts the earlier one made (they are looked up by the hash of these settings).
+    """
+    return get_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
+                       lift_iterations=iterations, lift_feature_dim=feature_dim, lift_sh_degree=sh_degree, ft_mode=mode,
+                       ft_epochs=epochs, ft_lr=lr, ft_target_factor=target_factor, probe_steps_seg=seg_steps,
+                       probe_steps_depth=depth_steps)
+
+
 @dataclass
 class SceneSplit:
     train: list[Path]

@@ -51,10 +51,22 @@ profile = "smoke"
 artifacts_dir = "artifacts"
 seed = 0
 workers = 2            # processes for scene generation
-n_train = None         # training scenes (smoke: 3)
-n_val = None           # held-out scenes (smoke: 2)
-n_views = None         # views per synthetic scene (smoke: 24)
 scene_index = 0        # which scene to look at
+# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
+n_train = None         # training scenes (smoke 3)
+n_val = None           # held-out scenes (smoke 2)
+n_views = None         # views per synthetic scene (smoke 24)
+backbone = "dinov2_small"
+weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
+iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
+feature_dim = None     # stage-1 feature dimension (64)
+sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
+mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+epochs = None          # fine-tuning epochs (1)
+lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
+target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
+seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
+depth_steps = None     # depth probe steps (smoke 150, paper 38400)
 '''),
     md('''
 # 01 · Data: posed multi-view scenes
@@ -78,11 +90,13 @@ that the report reads.
     code('''
 import time
 from fit3d_helpers import pipeline
-from fit3d_helpers.profiles import get_profile
+from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = get_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views)
+prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
+                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
+                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
 t0 = time.time()
 split, data_stats = pipeline.data_stage(prof, artifacts_dir, workers=workers)
 print(f"{len(split.train)} training + {len(split.val)} held-out scenes, ready in {time.time() - t0:.1f} s "
@@ -146,14 +160,24 @@ profile = "smoke"
 artifacts_dir = "artifacts"
 seed = 0
 device = "auto"        # "auto": CUDA (gsplat) when present, else CPU (our PyTorch rasterizer)
-backbone = "dinov2_small"
-weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
-iterations = None      # smoke 300, paper 30000
-feature_dim = None     # 64 (ablation: 16 / 32 / 64 / 128)
-sh_degree = None       # smoke 0 (plain RGB), paper 3
 shard = None           # "i/n": fit only every n-th scene starting at i (several machines at once)
 scene_index = 0        # which scene to look at
 force = False          # refit even if the artifact exists
+# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
+n_train = None         # training scenes (smoke 3)
+n_val = None           # held-out scenes (smoke 2)
+n_views = None         # views per synthetic scene (smoke 24)
+backbone = "dinov2_small"
+weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
+iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
+feature_dim = None     # stage-1 feature dimension (64)
+sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
+mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+epochs = None          # fine-tuning epochs (1)
+lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
+target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
+seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
+depth_steps = None     # depth probe steps (smoke 150, paper 38400)
 '''),
     md('''
 # 02 · Lift: 2D features → 3D feature Gaussians
@@ -176,12 +200,13 @@ init*. Everything still runs, and every output says so: the numbers are then a p
 '''),
     code('''
 from fit3d_helpers import pipeline
-from fit3d_helpers.profiles import get_profile
+from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = get_profile(profile, backbone=backbone, weights=weights, lift_iterations=iterations,
-                   lift_feature_dim=feature_dim, lift_sh_degree=sh_degree)
+prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
+                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
+                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 bb = pipeline.backbone_for(prof, device)
 viz.weights_banner(bb.weights)
@@ -249,14 +274,22 @@ profile = "smoke"
 artifacts_dir = "artifacts"
 seed = 0
 device = "auto"
-backbone = "dinov2_small"
-weights = "auto"
-mode = None            # "full" (all parameters, default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
-epochs = None          # 1 (official)
-lr = None              # official 1e-5; the smoke profile uses 1e-4 (see fit3d_helpers/profiles.py)
-target_factor = None   # targets rendered at the token grid times this factor (1: the grid itself)
 use_released = False   # demo mode: skip training, load the released FiT3D checkpoint (needs the internet once)
-force = False
+# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
+n_train = None         # training scenes (smoke 3)
+n_val = None           # held-out scenes (smoke 2)
+n_views = None         # views per synthetic scene (smoke 24)
+backbone = "dinov2_small"
+weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
+iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
+feature_dim = None     # stage-1 feature dimension (64)
+sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
+mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+epochs = None          # fine-tuning epochs (1)
+lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
+target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
+seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
+depth_steps = None     # depth probe steps (smoke 150, paper 38400)
 """),
     md("""
 # 03 · Fine-tune the 2D backbone on 3D-consistent features
@@ -278,11 +311,13 @@ a missing one raises an error naming the scene and the call that makes it.
 """),
     code("""
 from fit3d_helpers import pipeline
-from fit3d_helpers.profiles import get_profile
+from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = get_profile(profile, backbone=backbone, weights=weights, ft_mode=mode, ft_epochs=epochs, ft_lr=lr, ft_target_factor=target_factor)
+prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
+                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
+                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 original = pipeline.backbone_for(prof, device)
 viz.weights_banner(original.weights)
@@ -342,12 +377,23 @@ profile = "smoke"
 artifacts_dir = "artifacts"
 seed = 0
 device = "auto"
-backbone = "dinov2_small"
-weights = "auto"
 use_released = False   # probe the released FiT3D checkpoint instead of our fine-tuned model (needs the internet once)
-seg_steps = None       # smoke 150, paper 40000
-depth_steps = None     # smoke 150, paper 38400
-force = False
+force = False          # retrain the probes even if their artifact exists
+# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
+n_train = None         # training scenes (smoke 3)
+n_val = None           # held-out scenes (smoke 2)
+n_views = None         # views per synthetic scene (smoke 24)
+backbone = "dinov2_small"
+weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
+iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
+feature_dim = None     # stage-1 feature dimension (64)
+sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
+mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+epochs = None          # fine-tuning epochs (1)
+lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
+target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
+seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
+depth_steps = None     # depth probe steps (smoke 150, paper 38400)
 """),
     md("""
 # 04 · Linear probes and the 3D-awareness check
@@ -364,11 +410,13 @@ Then a check that needs no training: do features of the *same 3D point* match ac
     code(SETUP_CELL),
     code("""
 from fit3d_helpers import pipeline
-from fit3d_helpers.profiles import get_profile
+from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = get_profile(profile, backbone=backbone, weights=weights, probe_steps_seg=seg_steps, probe_steps_depth=depth_steps)
+prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
+                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
+                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 original = pipeline.backbone_for(prof, device)
 viz.weights_banner(original.weights)
@@ -430,15 +478,28 @@ profile = "smoke"
 artifacts_dir = "artifacts"
 seed = 0
 device = "auto"
-backbone = "dinov2_small"
-weights = "auto"
-feature_dims = [16, 32, 64, 128]   # stage-1 feature dimension
-epochs = [1, 2]                    # fine-tuning epochs
-modes = ["full", "lora"]           # full fine-tuning vs LoRA adapter
-target_factors = [1, 2, 4]         # target render resolution: token grid x factor
+ablate_feature_dims = [16, 32, 64, 128]   # stage-1 feature dimension
+ablate_epochs = [1, 2]                    # fine-tuning epochs
+ablate_modes = ["full", "lora"]           # full fine-tuning vs LoRA adapter
+ablate_target_factors = [1, 2, 4]         # target render resolution: token grid x factor
 refit_iterations = 100             # feature-only refits for the feature-dimension ablation (geometry is reused)
 probe_steps = 100                  # probe steps per ablation point (None: the profile's)
 probe_variants = ["concat"]        # feature variants probed per point (add "finetuned" for the fine-tuned-only column)
+# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
+n_train = None         # training scenes (smoke 3)
+n_val = None           # held-out scenes (smoke 2)
+n_views = None         # views per synthetic scene (smoke 24)
+backbone = "dinov2_small"
+weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
+iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
+feature_dim = None     # stage-1 feature dimension (64)
+sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
+mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+epochs = None          # fine-tuning epochs (1)
+lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
+target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
+seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
+depth_steps = None     # depth probe steps (smoke 150, paper 38400)
 """),
     md("""
 # 05 · Ablations
@@ -462,11 +523,13 @@ adapter on `qkv` can barely change its output. With pretrained weights LayerScal
     code(SETUP_CELL),
     code("""
 from fit3d_helpers import ablations, pipeline
-from fit3d_helpers.profiles import get_profile
+from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = get_profile(profile, backbone=backbone, weights=weights)
+prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
+                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
+                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 original = pipeline.backbone_for(prof, device)
 viz.weights_banner(original.weights)
@@ -485,7 +548,7 @@ viz.assembly_tables(main)
 Each point: (lift) → fine-tune → probe with the fine-tuned-only and concatenated features.
 """),
     code("""
-grid = {"feature_dim": feature_dims, "epochs": epochs, "mode": modes, "target_factor": target_factors}
+grid = {"feature_dim": ablate_feature_dims, "epochs": ablate_epochs, "mode": ablate_modes, "target_factor": ablate_target_factors}
 abl = ablations.run_ablations(prof, split, original, artifacts_dir, grid, device=device, seed=seed, refit_iterations=refit_iterations,
                               probe_steps=probe_steps, variants=tuple(probe_variants))
 for name, rows in abl["rows"].items():

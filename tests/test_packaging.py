@@ -35,3 +35,25 @@ def test_no_hardcoded_cuda_calls() -> None:
 def test_notebooks_match_their_builder() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "scripts/build_notebooks.py"), "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+PIPELINE_PARAMS = {"profile", "artifacts_dir", "n_train", "n_val", "n_views", "backbone", "weights", "iterations", "feature_dim",
+                   "sh_degree", "mode", "epochs", "lr", "target_factor", "seg_steps", "depth_steps"}
+
+
+def test_every_notebook_takes_the_shared_pipeline_parameters() -> None:
+    """So `--set iterations=2000` reaches every stage, and each finds the previous stage's artifacts by hash."""
+    import papermill
+
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        names = set(papermill.inspect_notebook(str(nb)))
+        assert PIPELINE_PARAMS <= names, f"{nb.name} lacks {sorted(PIPELINE_PARAMS - names)}"
+
+
+def test_course_profile_maps_parameters() -> None:
+    from fit3d_helpers.profiles import course_profile
+
+    prof = course_profile("smoke", iterations=7, feature_dim=16, epochs=2, lr=3e-4, mode="lora", seg_steps=5, n_train=1)
+    assert (prof.lift.iterations, prof.lift.feature_dim, prof.finetune.epochs, prof.finetune.lr, prof.finetune.mode) == (7, 16, 2, 3e-4, "lora")
+    assert prof.probe_steps_seg == 5 and prof.n_train == 1
+    assert course_profile("smoke").lift == course_profile("smoke", iterations=None).lift
