@@ -318,3 +318,18 @@ def ablation_figure(rows: dict[str, list[dict]]) -> "plotly.graph_objects.Figure
                                  marker_color="#d8553b", showlegend=j == 1), row=1, col=j, secondary_y=True)
     fig.update_layout(height=380, margin=dict(l=30, r=30, t=60, b=30), legend=dict(orientation="h", y=-0.15))
     return fig
+
+
+def interactive(show: "Callable[..., None]", **sliders: tuple[int, int, int]) -> None:  # noqa: F821
+    """``ipywidgets.interact`` with integer sliders ``name=(start, min, max)``; in batch runs (papermill under
+    ``python -m fit3d_helpers run``, FIT3D_BATCH=1) it draws the start values once instead, since a widget has
+    no one to move it there and exported HTML keeps widgets as text only."""
+    import os
+
+    if os.environ.get("FIT3D_BATCH") == "1":
+        show(**{name: start for name, (start, _, _) in sliders.items()})
+        print("(batch run: static view; open the notebook in Jupyter for the slider)")
+        return
+    import ipywidgets as widgets
+
+    widgets.interact(show, **{name: widgets.IntSlider(value=v, min=lo, max=hi, step=1, description=name) for name, (v, lo, hi) in sliders.items()})

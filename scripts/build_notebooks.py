@@ -126,17 +126,16 @@ viz.scene_figure(scene.views, points, colors, title=f"{scene.name}: cameras (red
 '''),
     md('''
 ## Step through the views
-An `ipywidgets` slider (interactive in Jupyter/Colab; the exported HTML keeps the static grid above).
+An `ipywidgets` slider in Jupyter/Colab (a batch run draws the first view instead).
 '''),
     code('''
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
-def show_view(i: int = 0) -> None:
-    viz.view_grid([scene.views[i]], scene.classes)
+def show_view(view: int = 0) -> None:
+    viz.view_grid([scene.views[view]], scene.classes)
     plt.show()
 
-widgets.interact(show_view, i=widgets.IntSlider(0, 0, len(scene.views) - 1, 1, description="view"));
+viz.interactive(show_view, view=(0, 0, len(scene.views) - 1))
 '''),
     md('''
 ## Multi-view consistency check
@@ -238,7 +237,7 @@ The PCA images use **one basis shared by both rows**, so equal colours mean equa
 from fit3d_helpers import lift as L
 prep = L.prepare_scene(L.load_scene(res.config["scene"]), bb, prof.lift)  # images at training size + DINOv2 targets
 renders = L.render_views(res, prep, prep.holdout_ids[:3], prof.lift)
-viz.pca_figure({"DINOv2 (2D)": [prep.targets[i] for i in prep.holdout_ids[:3]], "rendered + decoded (3D)": renders["features"]},
+viz.pca_figure({"DINOv2 (2D)": [prep.targets[i].cpu() for i in prep.holdout_ids[:3]], "rendered + decoded (3D)": renders["features"]},
                images=[r for r in renders["rgb"]], title="held-out views: rendered RGB (top), feature PCA with a shared basis");
 '''),
     md('''
@@ -254,15 +253,15 @@ viz.gaussians_figure(act["means"], res.params["features"], act["opacities"], tit
 Interactive in Jupyter (renders any view of the scene, trained or held out).
 '''),
     code('''
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
-def show(i: int = 0) -> None:
-    r = L.render_views(res, prep, [i], prof.lift)
-    viz.pca_figure({"DINOv2": [prep.targets[i]], "rendered": r["features"]}, images=r["rgb"], title=f"view {i}" + (" (held out)" if i in prep.holdout_ids else ""))
+def show(view: int = 0) -> None:
+    r = L.render_views(res, prep, [view], prof.lift)
+    viz.pca_figure({"DINOv2": [prep.targets[view].cpu()], "rendered": r["features"]}, images=r["rgb"],
+                   title=f"view {view}" + (" (held out)" if view in prep.holdout_ids else ""))
     plt.show()
 
-widgets.interact(show, i=widgets.IntSlider(prep.holdout_ids[0], 0, len(prep.train_ids) + len(prep.holdout_ids) - 1, 1));
+viz.interactive(show, view=(prep.holdout_ids[0], 0, len(prep.train_ids) + len(prep.holdout_ids) - 1))
 '''),
 ]
 
