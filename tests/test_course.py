@@ -23,7 +23,8 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from fit3d_helpers.runner import run_notebooks
 
     out = tmp_path_factory.mktemp("course")
-    record = run_notebooks(ROOT / "notebooks", "smoke", report_dir=out / "report", artifacts_dir=out / "artifacts")
+    # a per-cell timeout turns a hang into a failure with the cell named (the longest smoke cell takes ~8 min)
+    record = run_notebooks(ROOT / "notebooks", "smoke", report_dir=out / "report", artifacts_dir=out / "artifacts", timeout=1500)
     return {"record": record, "report": out / "report", "artifacts": out / "artifacts"}
 
 
