@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +223,5 @@ def probe_stage(profile: Profile, split: SceneSplit, original: Backbone, finetun
     return {**stats, "path": str(out)}
 
 
-def stage_summary(profile: Profile) -> dict[str, Any]:
-    return {"profile": profile.name, "lift": asdict(profile.lift), "finetune": asdict(profile.finetune)}
-
-
-__all__ = ["data_stage", "backbone_for", "lift_scenes", "lift_stage", "load_lifts", "finetune_stage", "FinetuneConfig", "LiftConfig"]
+__all__ = ["data_stage", "backbone_for", "lift_scenes", "lift_stage", "load_lifts", "finetune_stage", "probe_stage", "probe_data",
+           "cached_features", "FinetuneConfig", "LiftConfig"]
