@@ -13,7 +13,7 @@ import time
 import torch
 
 from fit3d_helpers.backbone import load_backbone
-from fit3d_helpers.finetune import FinetuneConfig, masked_l1, random_hflip
+from fit3d_helpers.finetune import FinetuneConfig, make_optimizer, masked_l1, random_hflip
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -42,7 +42,7 @@ def main() -> None:
     h, w = bb.grid_size(args.height, args.width)
     targets = torch.randn(args.batch, bb.dim, h, w)
     masks = (torch.rand(args.batch, 1, h, w) > 0.1).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(list(model.parameters()), cfg)
     gen = torch.Generator().manual_seed(0)
 
     def bare() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
         loss = masked_l1(patch, t, m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         opt.step()
 
     t_bare, t_step = _median_time(bare, args.repeats), _median_time(step, args.repeats)

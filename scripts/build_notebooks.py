@@ -61,7 +61,7 @@ weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
 iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
 feature_dim = None     # stage-1 feature dimension (64)
 sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
 epochs = None          # fine-tuning epochs (1)
 lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
 target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
@@ -171,7 +171,7 @@ weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
 iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
 feature_dim = None     # stage-1 feature dimension (64)
 sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
 epochs = None          # fine-tuning epochs (1)
 lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
 target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
@@ -283,7 +283,7 @@ weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
 iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
 feature_dim = None     # stage-1 feature dimension (64)
 sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
 epochs = None          # fine-tuning epochs (1)
 lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
 target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
@@ -328,7 +328,7 @@ print(f"{len(lifts)} lifted training scenes found:", [l.path.name for l in lifts
 """),
     code("""
 from fit3d_helpers import finetune as FT
-if use_released:
+if use_released or prof.finetune.mode == "released":
     tuned, ft_id, ft_stats = FT.released(prof.backbone, device), "fit3d", None
 else:
     tuned = pipeline.backbone_for(prof, device)  # a fresh copy of the original, trained in place
@@ -387,7 +387,7 @@ weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
 iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
 feature_dim = None     # stage-1 feature dimension (64)
 sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
 epochs = None          # fine-tuning epochs (1)
 lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
 target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
@@ -425,7 +425,7 @@ viz.weights_banner(original.weights)
 """),
     code("""
 from fit3d_helpers import finetune as FT
-if use_released:
+if use_released or prof.finetune.mode == "released":
     tuned, ft_id = FT.released(prof.backbone, device), "fit3d"
 else:
     result = pipeline.finetune_stage(prof, pipeline.backbone_for(prof, device), split, artifacts_dir)
@@ -493,7 +493,7 @@ weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
 iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
 feature_dim = None     # stage-1 feature dimension (64)
 sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default) or "lora" (rank-4 adapters on the last 4 blocks' qkv)
+mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
 epochs = None          # fine-tuning epochs (1)
 lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
 target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
