@@ -26,12 +26,39 @@ viz.setup_notebook()  # plotly figures that render offline in the exported HTML;
 %matplotlib inline'''
 
 
+# The pipeline settings every notebook takes (so an override reaches every stage and each stage finds the artifacts
+# of the one before by hash), and the one call that turns them into a profile. Cells name them as placeholders.
+PIPELINE_PARAMS = """# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
+n_train = None         # training scenes (smoke 3)
+n_val = None           # held-out scenes (smoke 2)
+n_views = None         # views per synthetic scene (smoke 24)
+backbone = "dinov2_small"
+weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
+iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
+feature_dim = None     # stage-1 feature dimension (64)
+sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
+mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
+epochs = None          # fine-tuning epochs (1)
+lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
+target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
+seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
+depth_steps = None     # depth probe steps (smoke 150, paper 38400)"""
+
+PROFILE_CALL = """prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
+                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
+                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)"""
+
+
+def _expand(text: str) -> str:
+    return text.strip("\n").replace("<<PIPELINE_PARAMS>>", PIPELINE_PARAMS).replace("<<PROFILE_CALL>>", PROFILE_CALL)
+
+
 def md(text: str) -> nbformat.NotebookNode:
     return new_markdown_cell(text.strip("\n"))
 
 
 def code(text: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
-    cell = new_code_cell(text.strip("\n"))
+    cell = new_code_cell(_expand(text))
     if tags:
         cell.metadata["tags"] = tags
     return cell
@@ -52,21 +79,7 @@ artifacts_dir = "artifacts"
 seed = 0
 workers = 2            # processes for scene generation
 scene_index = 0        # which scene to look at
-# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
-n_train = None         # training scenes (smoke 3)
-n_val = None           # held-out scenes (smoke 2)
-n_views = None         # views per synthetic scene (smoke 24)
-backbone = "dinov2_small"
-weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
-iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
-feature_dim = None     # stage-1 feature dimension (64)
-sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
-epochs = None          # fine-tuning epochs (1)
-lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
-target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
-seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
-depth_steps = None     # depth probe steps (smoke 150, paper 38400)
+<<PIPELINE_PARAMS>>
 '''),
     md('''
 # 01 · Data: posed multi-view scenes
@@ -94,9 +107,7 @@ from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
-                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
-                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
+<<PROFILE_CALL>>
 t0 = time.time()
 split, data_stats = pipeline.data_stage(prof, artifacts_dir, workers=workers)
 print(f"{len(split.train)} training + {len(split.val)} held-out scenes, ready in {time.time() - t0:.1f} s "
@@ -162,21 +173,7 @@ device = "auto"        # "auto": CUDA (gsplat) when present, else CPU (our PyTor
 shard = None           # "i/n": fit only every n-th scene starting at i (several machines at once)
 scene_index = 0        # which scene to look at
 force = False          # refit even if the artifact exists
-# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
-n_train = None         # training scenes (smoke 3)
-n_val = None           # held-out scenes (smoke 2)
-n_views = None         # views per synthetic scene (smoke 24)
-backbone = "dinov2_small"
-weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
-iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
-feature_dim = None     # stage-1 feature dimension (64)
-sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
-epochs = None          # fine-tuning epochs (1)
-lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
-target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
-seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
-depth_steps = None     # depth probe steps (smoke 150, paper 38400)
+<<PIPELINE_PARAMS>>
 '''),
     md('''
 # 02 · Lift: 2D features → 3D feature Gaussians
@@ -203,9 +200,7 @@ from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
-                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
-                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
+<<PROFILE_CALL>>
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 bb = pipeline.backbone_for(prof, device)
 viz.weights_banner(bb.weights)
@@ -274,21 +269,7 @@ artifacts_dir = "artifacts"
 seed = 0
 device = "auto"
 use_released = False   # demo mode: skip training, load the released FiT3D checkpoint (needs the internet once)
-# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
-n_train = None         # training scenes (smoke 3)
-n_val = None           # held-out scenes (smoke 2)
-n_views = None         # views per synthetic scene (smoke 24)
-backbone = "dinov2_small"
-weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
-iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
-feature_dim = None     # stage-1 feature dimension (64)
-sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
-epochs = None          # fine-tuning epochs (1)
-lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
-target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
-seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
-depth_steps = None     # depth probe steps (smoke 150, paper 38400)
+<<PIPELINE_PARAMS>>
 """),
     md("""
 # 03 · Fine-tune the 2D backbone on 3D-consistent features
@@ -314,9 +295,7 @@ from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
-                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
-                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
+<<PROFILE_CALL>>
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 original = pipeline.backbone_for(prof, device)
 viz.weights_banner(original.weights)
@@ -378,21 +357,7 @@ seed = 0
 device = "auto"
 use_released = False   # probe the released FiT3D checkpoint instead of our fine-tuned model (needs the internet once)
 force = False          # retrain the probes even if their artifact exists
-# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
-n_train = None         # training scenes (smoke 3)
-n_val = None           # held-out scenes (smoke 2)
-n_views = None         # views per synthetic scene (smoke 24)
-backbone = "dinov2_small"
-weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
-iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
-feature_dim = None     # stage-1 feature dimension (64)
-sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
-epochs = None          # fine-tuning epochs (1)
-lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
-target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
-seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
-depth_steps = None     # depth probe steps (smoke 150, paper 38400)
+<<PIPELINE_PARAMS>>
 """),
     md("""
 # 04 · Linear probes and the 3D-awareness check
@@ -413,9 +378,7 @@ from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
-                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
-                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
+<<PROFILE_CALL>>
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 original = pipeline.backbone_for(prof, device)
 viz.weights_banner(original.weights)
@@ -484,21 +447,7 @@ ablate_target_factors = [1, 2, 4]         # target render resolution: token grid
 refit_iterations = 100             # feature-only refits for the feature-dimension ablation (geometry is reused)
 probe_steps = 100                  # probe steps per ablation point (None: the profile's)
 probe_variants = ["concat"]        # feature variants probed per point (add "finetuned" for the fine-tuned-only column)
-# pipeline settings, shared by notebooks 01-05 so each finds what the previous one made (None: the profile's value)
-n_train = None         # training scenes (smoke 3)
-n_val = None           # held-out scenes (smoke 2)
-n_views = None         # views per synthetic scene (smoke 24)
-backbone = "dinov2_small"
-weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
-iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
-feature_dim = None     # stage-1 feature dimension (64)
-sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
-mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
-epochs = None          # fine-tuning epochs (1)
-lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
-target_factor = None   # fine-tuning targets rendered at the token grid times this factor (1)
-seg_steps = None       # segmentation probe steps (smoke 150, paper 40000)
-depth_steps = None     # depth probe steps (smoke 150, paper 38400)
+<<PIPELINE_PARAMS>>
 """),
     md("""
 # 05 · Ablations
@@ -526,9 +475,7 @@ from fit3d_helpers.profiles import course_profile
 from fit3d_helpers.utils import seed_everything
 
 seed_everything(seed)
-prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
-                      iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
-                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)
+<<PROFILE_CALL>>
 split, _ = pipeline.data_stage(prof, artifacts_dir)
 original = pipeline.backbone_for(prof, device)
 viz.weights_banner(original.weights)
