@@ -16,6 +16,7 @@ import dataclasses
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,13 @@ from torch import Tensor
 
 from .backbone import Backbone
 from .data import Scene, load_scene
-from .gaussians import PARAM_NAMES, activated, densify_and_prune, init_gaussians, reset_opacity, sh_to_rgb
-from .render import means2d_grad_stats, rasterize_with_info
+from .gaussians import PARAM_NAMES, activated, init_gaussians, sh_to_rgb
+from .render import rasterize_with_info
+from .strategy import make_optimizers, make_strategy, state_to
 from .utils import DEFAULT_ARTIFACTS, artifact_complete, atomic_dir, config_hash, progress, read_json, save_torch, seed_everything, write_json
+
+
+_CHECKPOINT_FORMAT = 2  # 2: one Adam per parameter + the densification strategy's state
 
 
 class LiftError(RuntimeError):
@@ -60,14 +65,16 @@ class LiftConfig:
     lr_opacity: float = 0.05
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
-    # densification (official: from 500 to 15_000 every 100, threshold 2e-4, opacity reset every 3000)
+    # densification (official: from 500 to 15_000 every 100, threshold 2e-4, opacity reset every 3000); gsplat's
+    # 0-based schedule: refine when densify_from < it < densify_until and it % densify_every == 0
+    strategy: str = "simple"  # "simple" (ours, plain torch) or "gsplat" (gsplat.strategy.DefaultStrategy); see strategy.py
     densify_from: int = 100
     densify_until: int = 250
     densify_every: int = 100
     densify_grad_threshold: float = 2e-4
     prune_opacity: float = 0.005
     opacity_reset_every: int = 3000
-    max_gaussians: int = 60_000
+    max_gaussians: int = 60_000  # budget of the "simple" strategy (gsplat's has none)
     checkpoint_every: int = 200
     seed: int = 0
 
@@ -75,7 +82,7 @@ class LiftConfig:
     def paper(cls, **overrides: Any) -> LiftConfig:
         """The official 30k-iteration schedule (one GPU)."""
         base = dict(iterations=30_000, sh_degree=3, max_init_points=200_000, train_downscale=1, lr_features=6.25e-5, lr_decoder=6.25e-5,
-                    densify_from=500, densify_until=15_000, max_gaussians=3_000_000, checkpoint_every=2000)
+                    densify_from=500, densify_until=15_000, max_gaussians=3_000_000, checkpoint_every=2000, strategy="gsplat")
         base.update(overrides)
         return cls(**base)
 
@@ -235,12 +242,11 @@ def make_decoder(feature_dim: int, out_dim: int) -> nn.Conv2d:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _optimizer(params: dict[str, nn.Parameter], decoder: nn.Module, cfg: LiftConfig, extent: float) -> torch.optim.Adam:
+def _optimizers(params: dict[str, nn.Parameter], cfg: LiftConfig, extent: float) -> dict[str, torch.optim.Adam]:
+    """One Adam (eps 1e-15) per Gaussian parameter, at the official learning rates (gsplat's layout)."""
     lrs = {"means": cfg.lr_means * extent, "quats": cfg.lr_quats, "log_scales": cfg.lr_scales, "opacity_logits": cfg.lr_opacity,
            "sh0": cfg.lr_sh0, "shN": cfg.lr_shN, "features": cfg.lr_features}
-    groups = [{"params": [params[k]], "lr": lrs[k], "name": k} for k in PARAM_NAMES]
-    groups.append({"params": list(decoder.parameters()), "lr": cfg.lr_decoder, "name": "decoder"})
-    return torch.optim.Adam(groups, eps=1e-15)
+    return make_optimizers(params, lrs, eps=1e-15)
 
 
 def _means_lr(cfg: LiftConfig, extent: float, it: int) -> float:
@@ -348,49 +354,52 @@ def lift_scene(
     decoder = make_decoder(cfg.feature_dim, backbone.dim).to(dev)
     params = {k: nn.Parameter(v.to(dev)) for k, v in init_gaussians(pts, cols, feature_dim=cfg.feature_dim, sh_degree=cfg.sh_degree, seed=cfg.seed).items()}
     start, losses, elapsed = 0, {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}, 0.0
-    if ckpt_path.is_file() and not force:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    strategy = make_strategy(cfg)
+    strategy_state = strategy.initialize_state(scene_scale=prep.extent)
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.is_file() and not force else None
+    if ck is not None and ck.get("format") != _CHECKPOINT_FORMAT:
+        warnings.warn(f"{ckpt_path} was written by an older version of the course; starting this fit from scratch")
+        ck = None
+    if ck is not None:
         params = {k: nn.Parameter(v.to(dev)) for k, v in ck["params"].items()}
         decoder.load_state_dict(ck["decoder"])
         start, losses, elapsed = ck["iteration"], ck["losses"], ck["elapsed"]
-    optimizer = _optimizer(params, decoder, cfg, prep.extent)
-    if start:
-        optimizer.load_state_dict(ck["optimizer"])
+        strategy_state = state_to(ck["strategy_state"], dev)
+    optimizers = _optimizers(params, cfg, prep.extent)  # one Adam per Gaussian parameter (gsplat's layout)
+    decoder_opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr_decoder, eps=1e-15)
+    if ck is not None:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ck["optimizers"][name])
+        decoder_opt.load_state_dict(ck["decoder_optimizer"])
+    strategy.check_sanity(params, optimizers)
     gen = torch.Generator().manual_seed(cfg.seed + start)
     H, W = prep.images.shape[-2:]
     h, w = prep.targets.shape[-2:]
     fh, fw = h * cfg.feature_factor, w * cfg.feature_factor
     targets_up = F.interpolate(prep.targets, size=(fh, fw), mode="bilinear", align_corners=False)  # [V, D, fh, fw], once
-    grad_sum = torch.zeros(params["means"].shape[0], device=dev)
-    grad_cnt = torch.zeros(params["means"].shape[0], device=dev)
+    render_backend = None
     t0 = time.time()
     bar = progress(range(start, cfg.iterations), desc=f"lift {scene.name}", initial=start, total=cfg.iterations)
     for it in bar:
         i = prep.train_ids[int(torch.randint(len(prep.train_ids), (1,), generator=gen))]
-        for group in optimizer.param_groups:
-            if group["name"] == "means":
-                group["lr"] = _means_lr(cfg, prep.extent, it)
+        optimizers["means"].param_groups[0]["lr"] = _means_lr(cfg, prep.extent, it)
         sh_deg = min(cfg.sh_degree, it // cfg.sh_degree_every)
         rgb, feats, info = render_rgb_and_features(params, prep.viewmats[i : i + 1], prep.Ks[i : i + 1], W, H, sh_deg, backend)
+        render_backend = info["backend"]
         loss_rgb = rgb_loss(rgb.permute(0, 3, 1, 2), prep.images[i : i + 1])
         pooled = F.interpolate(feats, size=(fh, fw), mode="area")  # [1, F, fh, fw]
         loss_feat = F.l1_loss(decoder(pooled), targets_up[i : i + 1])
         _check_finite(it, rgb=loss_rgb, feature=loss_feat)
-        optimizer.zero_grad(set_to_none=True)
+        strategy.step_pre_backward(params, optimizers, strategy_state, it, info)
         (loss_rgb + cfg.feature_weight * loss_feat).backward()
-        if cfg.densify_from <= it < cfg.densify_until:
-            norm_sum, count = means2d_grad_stats(info)  # [N], [N]: screen-space gradient, as gsplat's strategy
-            grad_sum += norm_sum
-            grad_cnt += count
-        optimizer.step()
-        if cfg.densify_from <= it < cfg.densify_until and (it + 1 - cfg.densify_from) % cfg.densify_every == 0 and it > cfg.densify_from:
-            dstats = densify_and_prune(params, optimizer, grad_sum / grad_cnt.clamp_min(1), grad_threshold=cfg.densify_grad_threshold,
-                                       scene_extent=prep.extent, min_opacity=cfg.prune_opacity, max_gaussians=cfg.max_gaussians, generator=gen)
-            grad_sum = torch.zeros(params["means"].shape[0], device=dev)
-            grad_cnt = torch.zeros(params["means"].shape[0], device=dev)
-            bar.set_postfix(n=dstats["total"])
-        if cfg.opacity_reset_every and (it + 1) % cfg.opacity_reset_every == 0 and it + 1 < cfg.densify_until:
-            reset_opacity(params, optimizer)
+        for opt in (*optimizers.values(), decoder_opt):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        n_before = params["means"].shape[0]
+        # densification reads info["means2d"].grad, which only the RGB channels fed (geometry_channels=3)
+        strategy.step_post_backward(params, optimizers, strategy_state, it, info)
+        if params["means"].shape[0] != n_before:
+            bar.set_postfix(n=int(params["means"].shape[0]))
         losses["iteration"].append(it)
         losses["rgb"].append(loss_rgb.item())
         losses["feature"].append(loss_feat.item())
@@ -398,8 +407,11 @@ def lift_scene(
         done = it + 1 == cfg.iterations
         stop_early = max_seconds is not None and time.time() - t0 > max_seconds
         if (it + 1) % cfg.checkpoint_every == 0 or stop_early:
-            save_torch(ckpt_path, {"iteration": it + 1, "params": {k: v.detach().cpu() for k, v in params.items()}, "decoder": decoder.state_dict(),
-                                   "optimizer": optimizer.state_dict(), "losses": losses, "elapsed": elapsed + time.time() - t0})
+            save_torch(ckpt_path, {"format": _CHECKPOINT_FORMAT, "iteration": it + 1,
+                                   "params": {k: v.detach().cpu() for k, v in params.items()}, "decoder": decoder.state_dict(),
+                                   "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                                   "decoder_optimizer": decoder_opt.state_dict(), "strategy_state": state_to(strategy_state, "cpu"),
+                                   "losses": losses, "elapsed": elapsed + time.time() - t0})
         if stop_early and not done:
             raise TimeoutError(f"lift of {scene.name} stopped at iteration {it + 1} (max_seconds); call again to resume from {ckpt_path}")
     bar.close()
@@ -411,7 +423,8 @@ def lift_scene(
     stats = {"stage": "lift", "scene": scene.name, **backbone.describe(), **{f"heldout_{k}": v for k, v in metrics.items()},
              "n_gaussians": int(final["means"].shape[0]), "n_init_points": int(pts.shape[0]), "iterations": cfg.iterations,
              "feature_dim": cfg.feature_dim, "wall_seconds": round(wall, 1), "train_views": len(prep.train_ids),
-             "heldout_views": len(prep.holdout_ids), "render_hw": [H, W], "feature_hw": [fh, fw], "extent": prep.extent}
+             "heldout_views": len(prep.holdout_ids), "render_hw": [H, W], "feature_hw": [fh, fw], "extent": prep.extent,
+             "strategy": cfg.strategy, "render_backend": render_backend}
     with atomic_dir(out, overwrite=True) as tmp:
         save_torch(tmp / "gaussians.pt", {**final, "sh_degree": torch.tensor(cfg.sh_degree)})
         save_torch(tmp / "decoder.pt", decoder.state_dict())

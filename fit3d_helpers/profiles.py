@@ -80,7 +80,7 @@ def course_profile(profile: str, *, n_train: int | None = None, n_val: int | Non
                    backbone: str | None = None, weights: str | None = None, iterations: int | None = None,
                    feature_dim: int | None = None, sh_degree: int | None = None, mode: str | None = None,
                    epochs: int | None = None, lr: float | None = None, target_factor: int | None = None,
-                   seg_steps: int | None = None, depth_steps: int | None = None) -> Profile:
+                   seg_steps: int | None = None, depth_steps: int | None = None, strategy: str | None = None) -> Profile:
     """The profile from the pipeline parameters every notebook shares (``None`` = the profile's value).
 
     Every notebook takes all of them, so ``--set iterations=2000`` reaches notebooks 02-05 alike and each later
@@ -89,7 +89,7 @@ def course_profile(profile: str, *, n_train: int | None = None, n_val: int | Non
     return get_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
                        lift_iterations=iterations, lift_feature_dim=feature_dim, lift_sh_degree=sh_degree, ft_mode=mode,
                        ft_epochs=epochs, ft_lr=lr, ft_target_factor=target_factor, probe_steps_seg=seg_steps,
-                       probe_steps_depth=depth_steps)
+                       probe_steps_depth=depth_steps, lift_strategy=strategy)
 
 
 @dataclass

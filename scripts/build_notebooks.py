@@ -37,6 +37,7 @@ weights = "auto"       # "auto" | "hub" | "random" | path to a .pth
 iterations = None      # stage-1 iterations per scene (smoke 300, paper 30000)
 feature_dim = None     # stage-1 feature dimension (64)
 sh_degree = None       # stage-1 SH degree (smoke 0, paper 3)
+strategy = None        # stage-1 densification: "simple" (smoke: ours, plain torch) or "gsplat" (paper: gsplat's DefaultStrategy)
 mode = None            # fine-tuning: "full" (default), "lora" (rank-4 adapters, last 4 blocks' qkv) or "released" (FiT3D's checkpoint)
 epochs = None          # fine-tuning epochs (1)
 lr = None              # fine-tuning lr (official 1e-5; smoke 1e-4, see fit3d_helpers/profiles.py)
@@ -46,7 +47,7 @@ depth_steps = None     # depth probe steps (smoke 150, paper 38400)"""
 
 PROFILE_CALL = """prof = course_profile(profile, n_train=n_train, n_val=n_val, n_views=n_views, backbone=backbone, weights=weights,
                       iterations=iterations, feature_dim=feature_dim, sh_degree=sh_degree, mode=mode, epochs=epochs, lr=lr,
-                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps)"""
+                      target_factor=target_factor, seg_steps=seg_steps, depth_steps=depth_steps, strategy=strategy)"""
 
 
 def _expand(text: str) -> str:
@@ -214,11 +215,14 @@ last checkpoint.
     code('''
 results = pipeline.lift_stage(prof, bb, split, artifacts_dir, shard=shard, force=force)
 viz.table({r.stats["scene"]: {k: r.stats[k] for k in ("heldout_psnr", "heldout_ssim", "heldout_feature_l1", "heldout_feature_cosine",
-           "heldout_feature_cosine_centered", "n_gaussians", "iterations", "wall_seconds")} for r in results}, "held-out views (never trained on):")
+           "heldout_feature_cosine_centered", "n_gaussians", "iterations", "wall_seconds", "strategy")} for r in results}, "held-out views (never trained on):")
 '''),
     md('''
 ## Loss curves
 RGB loss and feature L1 per iteration (smoothed), and the number of Gaussians (densification adds, pruning removes).
+Densification follows 3DGS: Gaussians whose 2D mean gets a large gradient from the RGB loss are cloned (small ones)
+or split (large ones), transparent ones are pruned. `strategy="simple"` (smoke) is the course's own plain-torch
+version, `"gsplat"` (paper) is gsplat's maintained `DefaultStrategy`; both read only the RGB pass's gradients.
 '''),
     code('''
 res = results[min(scene_index, len(results) - 1)]

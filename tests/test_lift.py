@@ -65,9 +65,20 @@ def test_resume_after_interruption(tiny_dataset, vit_small, tiny_lift_cfg, tmp_p
     out = L.lift_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
     assert not out.exists()  # nothing that looks complete
     ck = torch.load(out.parent / f".partial-{out.name}" / "checkpoint.pt", weights_only=False)
-    assert ck["iteration"] == 1
+    assert ck["iteration"] == 1 and set(ck["optimizers"]) == set(L.PARAM_NAMES)
+    assert ck["strategy_state"]["count"] is not None  # the densification statistics resume too
     res = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
     assert len(res.losses["rgb"]) == 12 and res.losses["iteration"][0] == 0 and res.losses["iteration"][-1] == 11
+
+
+def test_checkpoint_of_an_older_version_restarts_with_a_warning(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path) -> None:
+    cfg = dataclasses.replace(tiny_lift_cfg, iterations=3)
+    out = L.lift_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
+    (out.parent / f".partial-{out.name}").mkdir(parents=True)
+    torch.save({"iteration": 2, "optimizer": {}}, out.parent / f".partial-{out.name}" / "checkpoint.pt")  # format 1
+    with pytest.warns(UserWarning, match="older version"):
+        res = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
+    assert res.losses["iteration"] == [0, 1, 2]
 
 
 def test_nan_loss_names_iteration_and_term_and_writes_nothing(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path, monkeypatch) -> None:

@@ -38,7 +38,7 @@ def test_notebooks_match_their_builder() -> None:
 
 
 PIPELINE_PARAMS = {"profile", "artifacts_dir", "n_train", "n_val", "n_views", "backbone", "weights", "iterations", "feature_dim",
-                   "sh_degree", "mode", "epochs", "lr", "target_factor", "seg_steps", "depth_steps"}
+                   "sh_degree", "strategy", "mode", "epochs", "lr", "target_factor", "seg_steps", "depth_steps"}
 
 
 def test_every_notebook_takes_the_shared_pipeline_parameters() -> None:
@@ -57,3 +57,4 @@ def test_course_profile_maps_parameters() -> None:
     assert (prof.lift.iterations, prof.lift.feature_dim, prof.finetune.epochs, prof.finetune.lr, prof.finetune.mode) == (7, 16, 2, 3e-4, "lora")
     assert prof.probe_steps_seg == 5 and prof.n_train == 1
     assert course_profile("smoke").lift == course_profile("smoke", iterations=None).lift
+    assert course_profile("smoke", strategy="gsplat").lift.strategy == "gsplat" and course_profile("paper").lift.strategy == "gsplat"
