@@ -42,7 +42,8 @@ from torch import Tensor
 
 from .render import means2d_grad_stats, quat_to_rotmat
 
-__all__ = ["GSPLAT_NAMES", "GsplatStrategy", "SimpleStrategy", "Strategy", "make_optimizers", "make_strategy", "state_to"]
+__all__ = ["GSPLAT_NAMES", "GsplatStrategy", "SimpleStrategy", "Strategy", "densify_and_prune", "gsplat_strategy_available",
+           "make_optimizers", "make_strategy", "reset_opacity", "state_to"]
 
 # our parameter names -> gsplat's names for the same (unactivated) tensors
 GSPLAT_NAMES = {"log_scales": "scales", "opacity_logits": "opacities"}
@@ -52,6 +53,8 @@ Optimizers = dict[str, torch.optim.Optimizer]
 
 
 class Strategy(Protocol):
+    """What the lift loop calls: gsplat's Strategy methods (``check_sanity`` included)."""
+
     def check_sanity(self, params: Params, optimizers: Optimizers) -> None: ...
     def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]: ...
     def step_pre_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None: ...
