@@ -16,7 +16,8 @@ from fit3d_helpers.backbone import load_backbone
 from fit3d_helpers.finetune import FinetuneConfig, make_optimizer, masked_l1, random_hflip
 
 
-def _median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
+    """Median wall time (s) of ``repeats`` calls after one warm-up call (shared with gpu_check.py)."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -59,7 +60,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         opt.step()
 
-    t_bare, t_step = _median_time(bare, args.repeats), _median_time(step, args.repeats)
+    t_bare, t_step = median_time(bare, args.repeats), median_time(step, args.repeats)
     print(f"batch {args.batch} at {args.width}x{args.height}, {args.threads} threads, median of {args.repeats}")
     print(f"bare backbone forward+backward: {t_bare * 1000:.0f} ms")
     print(f"fine-tuning step (flip + forward + masked L1 + backward + clip + AdamW): {t_step * 1000:.0f} ms")

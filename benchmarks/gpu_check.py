@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_finetune import median_time  # noqa: E402
 from bench_render import make_room_scene  # noqa: E402
 
 from fit3d_helpers.render import gsplat_available, rasterize_with_info  # noqa: E402
@@ -102,16 +102,6 @@ def step_parity(device: torch.device, backends: tuple[str, str], n: int, width: 
     return out
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def step_speed(device: torch.device, backends: tuple[str, ...], sizes: list[int], images: list[tuple[int, int]], repeats: int) -> dict[str, Any]:
     rows = []
     for width, height in images:
@@ -120,7 +110,7 @@ def step_speed(device: torch.device, backends: tuple[str, ...], sizes: list[int]
             grad_img = torch.randn(1, height, width, 67, device=device)
             row: dict[str, Any] = {"n": n, "image": f"{width}x{height}"}
             for be in backends:
-                row[f"{be}_fwd_bwd_ms"] = round(_median_ms(lambda be=be: _fwd_bwd(scene, be, device, grad_img), repeats), 2)
+                row[f"{be}_fwd_bwd_ms"] = round(1e3 * median_time(lambda be=be: _fwd_bwd(scene, be, device, grad_img), repeats), 2)
             if device.type == "cuda":
                 row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
                 torch.cuda.reset_peak_memory_stats(device)

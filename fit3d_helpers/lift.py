@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .backbone import Backbone
 from .data import Scene, load_scene
-from .gaussians import PARAM_NAMES, activated, init_gaussians, sh_to_rgb
+from .gaussians import activated, init_gaussians, sh_to_rgb
 from .render import rasterize_with_info
 from .strategy import make_optimizers, make_strategy, state_to
 from .utils import DEFAULT_ARTIFACTS, artifact_complete, atomic_dir, config_hash, progress, read_json, save_torch, seed_everything, write_json

@@ -204,7 +204,7 @@ class SimpleStrategy:
             raise ValueError("need one optimizer per parameter, each with one param group (see make_optimizers)")
 
     def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
-        return {"grad2d": None, "count": None, "scene_scale": float(scene_scale), "last_refine": None}
+        return {"grad2d": None, "count": None, "scene_scale": float(scene_scale)}
 
     def step_pre_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None:
         if info["means2d"].requires_grad:
@@ -222,7 +222,7 @@ class SimpleStrategy:
         if _refine_now(step, self.refine_start_iter, self.refine_stop_iter, self.refine_every):
             # a generator per step: the split samples are the same after a resume
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-            state["last_refine"] = densify_and_prune(
+            densify_and_prune(
                 params, optimizers, state["grad2d"] / state["count"].clamp_min(1), grad_threshold=self.grow_grad2d,
                 scene_extent=state["scene_scale"], grow_scale3d=self.grow_scale3d, prune_opacity=self.prune_opa,
                 prune_scale3d=self.prune_scale3d, max_gaussians=self.max_gaussians, generator=gen)  # fmt: skip

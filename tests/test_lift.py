@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from fit3d_helpers import lift as L
 from fit3d_helpers.data import load_scene
+from fit3d_helpers.gaussians import PARAM_NAMES
 
 
 def test_lift_writes_a_complete_artifact_found_by_hash(lifted, tiny_dataset, vit_small, tiny_lift_cfg, artifacts) -> None:
@@ -38,7 +39,7 @@ def test_fitting_improves_over_the_initial_state(lifted) -> None:
 
 
 def test_feature_loss_does_not_move_geometry(lifted) -> None:
-    params = {k: v.clone().requires_grad_(True) for k, v in lifted[0].params.items() if k in L.PARAM_NAMES}
+    params = {k: v.clone().requires_grad_(True) for k, v in lifted[0].params.items() if k in PARAM_NAMES}
     K = torch.tensor([[[40.0, 0, 21], [0, 40.0, 14], [0, 0, 1]]])
     scene = load_scene(lifted[0].config["scene"])
     viewmat = torch.as_tensor(scene.views[0].world_to_cam, dtype=torch.float32)[None]
@@ -65,7 +66,7 @@ def test_resume_after_interruption(tiny_dataset, vit_small, tiny_lift_cfg, tmp_p
     out = L.lift_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
     assert not out.exists()  # nothing that looks complete
     ck = torch.load(out.parent / f".partial-{out.name}" / "checkpoint.pt", weights_only=False)
-    assert ck["iteration"] == 1 and set(ck["optimizers"]) == set(L.PARAM_NAMES)
+    assert ck["iteration"] == 1 and set(ck["optimizers"]) == set(PARAM_NAMES)
     assert ck["strategy_state"]["count"] is not None  # the densification statistics resume too
     res = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
     assert len(res.losses["rgb"]) == 12 and res.losses["iteration"][0] == 0 and res.losses["iteration"][-1] == 11
