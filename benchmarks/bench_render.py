@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fit3d_helpers.render import rasterize, rasterize_with_info  # noqa: E402
+from fit3d_helpers.render import rasterize, rasterize_with_info
 
 
 def _rotmat_to_quat(R: np.ndarray) -> np.ndarray:

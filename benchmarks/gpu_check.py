@@ -27,8 +27,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -60,8 +61,12 @@ def _fwd_bwd(scene: dict[str, Any], backend: str, device: torch.device, grad_img
 
 
 def step_env(device: torch.device) -> dict[str, Any]:
-    out: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device),
-                           "gsplat_available": gsplat_available()}
+    out: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(device),
+        "gsplat_available": gsplat_available(),
+    }
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     try:
@@ -97,12 +102,18 @@ def step_parity(device: torch.device, backends: tuple[str, str], n: int, width: 
         out[f"grad_rel_{k}"] = float((a[3][k] - b[3][k]).norm() / b[3][k].norm().clamp_min(1e-12))
     m1, m2 = a[2]["means2d"].grad, b[2]["means2d"].grad
     out["grad_rel_means2d"] = float((m1 - m2).norm() / m2.norm().clamp_min(1e-12))
-    out["pass"] = bool(out["render_frac_over_1e-3"] < 0.01 and out["radii_max_diff"] <= 1
-                       and max(out[f"grad_rel_{k}"] for k in INPUTS) < 1e-2 and out["grad_rel_means2d"] < 1e-2)
+    out["pass"] = bool(
+        out["render_frac_over_1e-3"] < 0.01
+        and out["radii_max_diff"] <= 1
+        and max(out[f"grad_rel_{k}"] for k in INPUTS) < 1e-2
+        and out["grad_rel_means2d"] < 1e-2
+    )
     return out
 
 
-def step_speed(device: torch.device, backends: tuple[str, ...], sizes: list[int], images: list[tuple[int, int]], repeats: int) -> dict[str, Any]:
+def step_speed(
+    device: torch.device, backends: tuple[str, ...], sizes: list[int], images: list[tuple[int, int]], repeats: int
+) -> dict[str, Any]:
     rows = []
     for width, height in images:
         for n in sizes:
@@ -110,7 +121,9 @@ def step_speed(device: torch.device, backends: tuple[str, ...], sizes: list[int]
             grad_img = torch.randn(1, height, width, 67, device=device)
             row: dict[str, Any] = {"n": n, "image": f"{width}x{height}"}
             for be in backends:
-                row[f"{be}_fwd_bwd_ms"] = round(1e3 * median_time(lambda be=be: _fwd_bwd(scene, be, device, grad_img), repeats), 2)
+                row[f"{be}_fwd_bwd_ms"] = round(
+                    1e3 * median_time(lambda be=be, s=scene, g=grad_img: _fwd_bwd(s, be, device, g), repeats), 2
+                )
             if device.type == "cuda":
                 row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
                 torch.cuda.reset_peak_memory_stats(device)
@@ -119,7 +132,9 @@ def step_speed(device: torch.device, backends: tuple[str, ...], sizes: list[int]
     return {"rows": rows, "repeats": repeats, "channels": 67}
 
 
-def step_lift(device: torch.device, scene_path: Path, combos: list[tuple[str, str]], iterations: int, root: Path) -> dict[str, Any]:
+def step_lift(
+    device: torch.device, scene_path: Path, combos: list[tuple[str, str]], iterations: int, root: Path
+) -> dict[str, Any]:
     from fit3d_helpers.backbone import load_backbone
     from fit3d_helpers.lift import LiftConfig, lift_scene
 
@@ -133,9 +148,17 @@ def step_lift(device: torch.device, scene_path: Path, combos: list[tuple[str, st
         t0 = time.perf_counter()
         res = lift_scene(scene_path, backbone, c, root=root, backend=backend, force=True)
         s = res.stats
-        runs.append({"backend": backend, "render_backend": s["render_backend"], "strategy": strategy,
-                     "wall_s": round(time.perf_counter() - t0, 1), "psnr": round(s["heldout_psnr"], 2),
-                     "feature_cosine": round(s["heldout_feature_cosine"], 4), "n_gaussians": s["n_gaussians"]})
+        runs.append(
+            {
+                "backend": backend,
+                "render_backend": s["render_backend"],
+                "strategy": strategy,
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "psnr": round(s["heldout_psnr"], 2),
+                "feature_cosine": round(s["heldout_feature_cosine"], 4),
+                "n_gaussians": s["n_gaussians"],
+            }
+        )
         print("   ", runs[-1], flush=True)
     return {"scene": str(scene_path), "iterations": iterations, "weights": "random", "runs": runs}
 
@@ -146,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", action="store_true", help="check the script on the CPU: torch backend only, tiny sizes")
     ap.add_argument("--scene", default=None, help="a scene folder for the lift step (default: the first generated one)")
     ap.add_argument("--iterations", type=int, default=None, help="lift iterations (default 2000 on GPU, 30 with --cpu)")
-    ap.add_argument("--budget-s", type=float, default=420.0, help="skip the remaining steps once this much time has passed")
+    ap.add_argument(
+        "--budget-s", type=float, default=420.0, help="skip the remaining steps once this much time has passed"
+    )
     args = ap.parse_args(argv)
     device = torch.device("cpu" if args.cpu else "cuda")
     if not args.cpu and not torch.cuda.is_available():
@@ -155,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     both = ("torch", "torch") if args.cpu else ("torch", "gsplat")
     out_path = Path(args.out) / "gpu_check.json"
     result: dict[str, Any] = {"mode": "cpu-selfcheck" if args.cpu else "gpu", "steps": {}, "errors": {}, "skipped": []}
-    scene = Path(args.scene) if args.scene else next(iter(sorted((ROOT / "data" / "synthetic").glob("*/train_000"))), None)
+    scene = (
+        Path(args.scene) if args.scene else next(iter(sorted((ROOT / "data" / "synthetic").glob("*/train_000"))), None)
+    )
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [("env", lambda: step_env(device))]
     if not args.cpu:
         steps.append(("gsplat_build", lambda: step_gsplat_build(device)))
@@ -163,7 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu:
         steps.append(("speed", lambda: step_speed(device, ("torch",), [2000], [(160, 120)], 2)))
     else:
-        steps.append(("speed", lambda: step_speed(device, ("torch", "gsplat"), [10_000, 30_000, 100_000], [(160, 120), (320, 240), (876, 584)], 10)))
+        steps.append(
+            (
+                "speed",
+                lambda: step_speed(
+                    device, ("torch", "gsplat"), [10_000, 30_000, 100_000], [(160, 120), (320, 240), (876, 584)], 10
+                ),
+            )
+        )
     if scene is not None:
         combos = [("torch", "simple"), ("torch", "gsplat")] if args.cpu else [("gsplat", "gsplat"), ("torch", "simple")]
         iters = args.iterations or (30 if args.cpu else 2000)

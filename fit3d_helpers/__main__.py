@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="execute the notebooks with papermill and build the HTML report")
-    r.add_argument("--profile", default="smoke", choices=["smoke", "paper"], help="run profile (default: smoke)")
+    r.add_argument("--profile", default="smoke", choices=["smoke", "paper", "nyu"], help="run profile (default: smoke)")
     r.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
     r.add_argument(
         "--set",

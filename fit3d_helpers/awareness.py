@@ -28,16 +28,18 @@ Main API:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ArrayLike = Union[Tensor, np.ndarray]
+from .data import project
+
+ArrayLike = Tensor | np.ndarray
 # A variant's features: a tensor [N_views, D, h, w], a list of [D, h, w], or a function view index -> [D, h, w].
-FeatureSource = Union[Tensor, Sequence[Tensor], Callable[[int], Tensor]]
+FeatureSource = Tensor | Sequence[Tensor] | Callable[[int], Tensor]
 
 
 def _t(x: ArrayLike, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -68,16 +70,6 @@ def unproject(uv: Tensor, z: Tensor, K: Tensor, cam_to_world: Tensor) -> Tensor:
     rays = torch.linalg.solve(K, torch.cat([uv, ones], dim=1).T).T  # [M, 3], z-component 1
     cam = rays * z[:, None]  # [M, 3]
     return cam @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
-
-
-def project(points: Tensor, K: Tensor, cam_to_world: Tensor) -> tuple[Tensor, Tensor]:
-    """World points ``[M, 3]`` -> pixels ``uv [M, 2]`` and camera depth ``z [M]``."""
-    world_to_cam = torch.linalg.inv(cam_to_world)
-    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]  # [M, 3]
-    z = cam[:, 2]
-    pix = cam @ K.T  # [M, 3]
-    uv = pix[:, :2] / pix[:, 2:3]
-    return uv, z
 
 
 def correspondences(
@@ -133,10 +125,8 @@ def _visible_in(
 ) -> tuple[Tensor, Tensor]:
     """Project world points ``[M, 3]`` into view B: ``uv_b [M, 2]`` and a visibility mask ``[M]``."""
     H, W = depth_b.shape
-    cam = world @ w2c_b[:3, :3].T + w2c_b[:3, 3]  # [M, 3]
-    z_b = cam[:, 2]
-    pix = cam @ K_b.T
-    uv_b = pix[:, :2] / pix[:, 2:3]
+    uv_np, z_np = project(world.numpy(), K_b.numpy(), w2c_b.numpy())  # the course's one projection (NaN behind)
+    uv_b, z_b = torch.from_numpy(uv_np), torch.from_numpy(z_np)
     inside = (z_b > 1e-6) & (uv_b[:, 0] >= 0) & (uv_b[:, 0] < W)
     inside &= (uv_b[:, 1] >= 0) & (uv_b[:, 1] < H)
     inside &= torch.isfinite(uv_b).all(dim=1)
@@ -247,8 +237,12 @@ def correspondence_scores(
     """
     ths = [float(t) for t in px_thresholds]
     if uv_a.shape[0] == 0:
-        empty = {"err": torch.zeros(0), "chance": torch.zeros(0, len(ths)), "cos_true": torch.zeros(0),
-                 "cos_random": torch.zeros(0)}
+        empty = {
+            "err": torch.zeros(0),
+            "chance": torch.zeros(0, len(ths)),
+            "cos_true": torch.zeros(0),
+            "cos_random": torch.zeros(0),
+        }
         return _summarise(empty, ths)
     return _summarise(_match_stats(feat_a, feat_b, uv_a, uv_b, image_hw, ths, b_upsample, seed), ths)
 
@@ -374,8 +368,12 @@ def awareness_table(
         if n_pairs:
             merged = {key_s: torch.cat(v) for key_s, v in pooled.items()}
         else:
-            merged = {"err": torch.zeros(0), "chance": torch.zeros(0, len(ths)), "cos_true": torch.zeros(0),
-                      "cos_random": torch.zeros(0)}
+            merged = {
+                "err": torch.zeros(0),
+                "chance": torch.zeros(0, len(ths)),
+                "cos_true": torch.zeros(0),
+                "cos_random": torch.zeros(0),
+            }
         row = _summarise(merged, ths)
         row["n_pairs"] = n_pairs
         table[name] = row

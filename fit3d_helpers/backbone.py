@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import socket
 import warnings
@@ -55,7 +56,9 @@ def timm_name(model: str) -> str:
         return MODELS[model]
     if model in MODELS.values():
         return model
-    raise ValueError(f"unknown backbone {model!r}; choose one of {sorted(MODELS)} (or their timm names {sorted(MODELS.values())})")
+    raise ValueError(
+        f"unknown backbone {model!r}; choose one of {sorted(MODELS)} (or their timm names {sorted(MODELS.values())})"
+    )
 
 
 def short_name(model: str) -> str:
@@ -82,12 +85,16 @@ def _create(model: str, pretrained: bool, seed: int = 0) -> nn.Module:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return timm.create_model(timm_name(model), pretrained=pretrained, num_classes=0, dynamic_img_size=True, dynamic_img_pad=False)
+        return timm.create_model(
+            timm_name(model), pretrained=pretrained, num_classes=0, dynamic_img_size=True, dynamic_img_pad=False
+        )
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; pass an existing .pth/.safetensors path, 'hub', 'fit3d' or 'random'")
+        raise WeightsError(
+            f"weights file {path} does not exist; pass an existing .pth/.safetensors path, 'hub', 'fit3d' or 'random'"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -105,11 +112,17 @@ def load_state_dict_checked(model: nn.Module, sd: dict[str, torch.Tensor], sourc
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape and k != "pos_embed"]
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape and k != "pos_embed"
+    ]
     if missing or unexpected or shapes:
+        width = own["cls_token"].shape[-1] if "cls_token" in own else "?"
         raise WeightsError(
-            f"checkpoint {source} does not fit this backbone ({type(model).__name__}, width {own['cls_token'].shape[-1] if 'cls_token' in own else '?'}): "
-            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, shape mismatches {shapes[:3]}. "
+            f"checkpoint {source} does not fit this backbone ({type(model).__name__}, width {width}): "
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+            f"shape mismatches {shapes[:3]}. "
             "Was it saved from another model or width? Pick the matching `model=`."
         )
     if "pos_embed" in sd and sd["pos_embed"].shape != own["pos_embed"].shape:
@@ -126,7 +139,7 @@ def _offline() -> bool:
     return os.environ.get("FIT3D_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def host_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
     """One quick TCP connect, so that an offline machine falls back in seconds, not after a minute of retries."""
     try:
@@ -160,6 +173,8 @@ class Backbone:
     name: str  # short name, e.g. "dinov2_small"
     weights: str  # "hub" | "fit3d" | "random" | "file:<path>"
     device: torch.device
+    source_id: str | None = None  # who made these weights, when a stage did (e.g. "finetune/<hash>"); keys use it
+    bf16: bool = False  # run the ViT under bfloat16 autocast (``precision``: see :func:`resolve_precision`)
     patch_size: int = field(init=False)
     dim: int = field(init=False)
 
@@ -171,79 +186,211 @@ class Backbone:
     def is_random(self) -> bool:
         return self.weights == "random"
 
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Token grid for an image of this size (sides rounded to the nearest patch multiple, at least one)."""
+    def grid_size(self, height: int, width: int, fit: str = "resize") -> tuple[int, int]:
+        """Token grid for an image of this size: ``"resize"`` floors each side to a patch multiple (as the official
+        stages 1 and 2: 876×584 -> 868×574, 62×41 tokens), ``"pad"`` rounds up (the official probes pad)."""
         p = self.patch_size
-        return max(1, round(height / p)), max(1, round(width / p))
+        if fit == "pad":
+            return max(1, -(-height // p)), max(1, -(-width // p))
+        return max(1, height // p), max(1, width // p)
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] in 0..1 -> ImageNet-normalised, resized to a multiple of the patch size."""
-        h, w = self.grid_size(images.shape[-2], images.shape[-1])
+    def preprocess(self, images: torch.Tensor, fit: str = "resize") -> torch.Tensor:
+        """[B, 3, H, W] in 0..1 -> ImageNet-normalised, its sides a multiple of the patch size.
+
+        ``fit="resize"``: bilinear resize down to the multiple (stages 1 and 2 of the official code); ``"pad"``:
+        zero-pad (after normalisation) centred up to the multiple, as the official evaluation's ``CenterPadding``.
+        """
+        if fit not in ("resize", "pad"):
+            raise ValueError(f"fit must be 'resize' or 'pad', got {fit!r}")
+        h, w = self.grid_size(images.shape[-2], images.shape[-1], fit)
         size = (h * self.patch_size, w * self.patch_size)
-        if tuple(images.shape[-2:]) != size:
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
         mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (images - mean) / std
+        if fit == "resize" and tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        x = (images - mean) / std
+        if fit == "pad" and tuple(x.shape[-2:]) != size:
+            dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
+            x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+        return x
 
-    def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Differentiable features: images [B, 3, H, W] in 0..1 -> (patch [B, D, h, w], cls [B, D])."""
+    def forward_tokens(
+        self, images: torch.Tensor, *, norm: bool = True, fit: str = "resize"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable features: images [B, 3, H, W] in 0..1 -> (patch [B, D, h, w], cls [B, D]) of the last block.
+
+        ``norm=True``: after the final LayerNorm (timm's ``forward_features``; stages 1, 2 and the segmentation probe);
+        ``norm=False``: before it (the official depth probe's ``final_norm=False``).
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W] in 0..1, got {tuple(images.shape)}")
-        x = self.preprocess(images.to(self.device))
+        x = self.preprocess(images.to(self.device), fit)
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        tokens = self.model.forward_features(x)  # [B, prefix + h*w, D], after the final norm
-        npt = self.model.num_prefix_tokens
-        patch = tokens[:, npt:].transpose(1, 2).reshape(tokens.shape[0], self.dim, h, w)  # [B, D, h, w]
-        return patch, tokens[:, 0]
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            if norm:
+                tokens = self.model.forward_features(x)  # [B, prefix + h*w, D], after the final norm
+                npt = self.model.num_prefix_tokens
+                patch = tokens[:, npt:].transpose(1, 2).reshape(tokens.shape[0], self.dim, h, w)  # [B, D, h, w]
+                return patch.float(), tokens[:, 0].float()
+            last = len(self.model.blocks) - 1
+            ((patch, prefix),) = self.model.forward_intermediates(
+                x, indices=[last], norm=False, return_prefix_tokens=True, output_fmt="NCHW", intermediates_only=True
+            )  # patch [B, D, h, w], prefix [B, npt, D]
+        return patch.float(), prefix[:, 0].float()
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_pre_and_post_norm(
+        self, images: torch.Tensor, batch_size: int = 8, *, fit: str = "resize"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frozen features before and after the final LayerNorm from ONE forward (the probes need both: segmentation
+        the normed tokens, depth the pre-norm ones): (patch, cls, patch_pre, cls_pre), on the CPU."""
+        was_training = self.model.training
+        self.model.eval()
+        out: list[list[torch.Tensor]] = [[], [], [], []]
+        for i in range(0, images.shape[0], batch_size):
+            pre, cls_pre = self.forward_tokens(images[i : i + batch_size], norm=False, fit=fit)  # [B, D, h, w], [B, D]
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                post = self.model.norm(pre.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).float()
+                cls = self.model.norm(cls_pre).float()
+            for lst, t in zip(out, (post, cls, pre, cls_pre)):
+                lst.append(t.float().cpu())
+        self.model.train(was_training)
+        return tuple(torch.cat(t) for t in out)  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def features(
+        self, images: torch.Tensor, batch_size: int = 8, *, norm: bool = True, fit: str = "resize"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen features in eval mode, batched, returned on the CPU: (patch [N, D, h, w], cls [N, D])."""
         was_training = self.model.training
         self.model.eval()
         patches, clss = [], []
         for i in range(0, images.shape[0], batch_size):
-            p, c = self.forward_tokens(images[i : i + batch_size])
+            p, c = self.forward_tokens(images[i : i + batch_size], norm=norm, fit=fit)
             patches.append(p.float().cpu())
             clss.append(c.float().cpu())
         self.model.train(was_training)
         return torch.cat(patches), torch.cat(clss)
 
+    def identity(self) -> dict[str, str]:
+        """What artifact keys record about the model: portable (a weights file by its content, not its path)."""
+        w = self.source_id or self.weights
+        if w.startswith("file:"):
+            w = "file:" + file_digest(w[5:])
+        out = {"backbone": self.name, "weights": w}
+        if self.bf16:  # another precision, other features: part of every key that depends on them
+            out["precision"] = "bf16"
+        return out
+
     def describe(self) -> dict[str, object]:
         """What every stats.json records about the backbone."""
-        return {"backbone": self.name, "timm_name": timm_name(self.name), "weights": self.weights, "dim": self.dim, "patch_size": self.patch_size}
+        return {
+            "backbone": self.name,
+            "timm_name": timm_name(self.name),
+            "weights": self.weights,
+            "dim": self.dim,
+            "patch_size": self.patch_size,
+        }
 
 
-def load_backbone(model: str = "dinov2_small", weights: str = "auto", device: str | torch.device = "auto", *, seed: int = 0) -> Backbone:
-    """Build the timm model and load weights from ``weights`` (see the module docstring)."""
+def file_digest(path: str | Path) -> str:
+    """``<name>-<sha256[:12]>`` of a weights file, cached by (path, size, mtime): how keys name a local file."""
+    p = Path(path)
+    st = p.stat()
+    return _digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return f"{Path(path).name}-{h.hexdigest()[:12]}"
+
+
+def hub_cached(model: str) -> bool:
+    """True when timm's pretrained weights of ``model`` are in the local Hugging Face cache (no network needed)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = hub_id(model)
+    return any(
+        isinstance(try_to_load_from_cache(repo, f), str)
+        for f in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin")
+    )
+
+
+def fit3d_cached_path(model: str) -> Path:
+    """Where ``weights="fit3d"`` keeps (and first looks for) the released checkpoint: torch hub's checkpoint folder."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(fit3d_checkpoint_url(model)).name
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bfloat16 instructions (x86 ``avx512_bf16`` or ``amx_bf16``): there bf16 matmuls run about
+    twice as fast as float32; elsewhere they are emulated, and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> bool:
+    """Whether to run the ViT in bfloat16: ``"bf16"`` yes, ``"fp32"`` no, ``"auto"`` on CPUs that do it natively."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    if precision == "auto":
+        return device.type == "cpu" and cpu_has_native_bf16()
+    return precision == "bf16"
+
+
+def load_backbone(
+    model: str = "dinov2_small",
+    weights: str = "auto",
+    device: str | torch.device = "auto",
+    *,
+    seed: int = 0,
+    precision: str = "fp32",
+) -> Backbone:
+    """Build the timm model and load weights from ``weights`` (see the module docstring).
+
+    ``"hub"``, ``"auto"`` and ``"fit3d"`` use a cached file before they look at the network, so a second session
+    offline (or a Colab runtime with the caches on Drive) works without a connection.
+    """
     dev = resolve_device(device)
     name = short_name(model)
     if weights == "random":
         net, source = _create(name, pretrained=False, seed=seed), "random"
     elif weights in ("hub", "auto"):
         try:
-            with _hf_offline(_offline() or not host_reachable()):
+            with _hf_offline(_offline() or hub_cached(name) or not host_reachable()):
                 net, source = _create(name, pretrained=True), "hub"
         except Exception as err:  # no network, no cache
             if weights == "hub":
                 raise WeightsError(
                     f"could not load pretrained {timm_name(name)} from the hub ({hub_id(name)}): {err}. "
-                    "Connect to the internet once (the weights are cached), pass weights='<path to .pth>', or weights='random'."
+                    "Connect to the internet once (the weights are cached), pass weights='<path to .pth>', "
+                    "or weights='random'."
                 ) from err
-            warnings.warn(f"{RANDOM_WEIGHTS_BANNER} (hub load of {hub_id(name)} failed: {type(err).__name__})", stacklevel=2)
+            warnings.warn(
+                f"{RANDOM_WEIGHTS_BANNER} (hub load of {hub_id(name)} failed: {type(err).__name__})", stacklevel=2
+            )
             net, source = _create(name, pretrained=False, seed=seed), "random"
     elif weights == "fit3d":
         url = fit3d_checkpoint_url(name)
+        cached = fit3d_cached_path(name)
         net = _create(name, pretrained=False)
         try:
-            if _offline() or not host_reachable():
-                raise WeightsError("huggingface.co is not reachable (offline)")
-            sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True)
+            if cached.is_file():
+                sd = _read_state_dict(cached)
+            elif _offline() or not host_reachable():
+                raise WeightsError(f"huggingface.co is not reachable (offline) and {cached} does not exist")
+            else:
+                sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, weights_only=True)
         except Exception as err:
             raise WeightsError(
-                f"could not download the released FiT3D checkpoint {url}: {err}. Download it on a connected machine into "
-                f"{Path(torch.hub.get_dir()) / 'checkpoints'} or pass its local path as weights='<path>'."
+                f"could not load the released FiT3D checkpoint {url}: {err}. Download it on a connected machine to "
+                f"{cached} (the course looks there first), or pass its local path as weights='<path>'."
             ) from err
         load_state_dict_checked(net, sd, url)
         source = "fit3d"
@@ -252,4 +399,6 @@ def load_backbone(model: str = "dinov2_small", weights: str = "auto", device: st
         net = _create(name, pretrained=False)
         load_state_dict_checked(net, _read_state_dict(path), str(path))
         source = f"file:{path}"
-    return Backbone(model=net.to(dev).eval(), name=name, weights=source, device=dev)
+    return Backbone(
+        model=net.to(dev).eval(), name=name, weights=source, device=dev, bf16=resolve_precision(precision, dev)
+    )

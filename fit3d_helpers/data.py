@@ -19,6 +19,9 @@ Conventions (the only place they are written down; every other module follows th
   coordinates. With this convention downscaling by ``s`` divides ``fx, fy, cx, cy`` by ``s`` exactly.
 * **Depth is planar** (the camera-frame z of the surface point, not the distance along the ray), in metres,
   float32, 0 where unknown. **Labels** are int64 class ids indexing ``Scene.classes``; 255 means "ignore".
+  **Masks** (``View.mask``) are float32, 1 = use the pixel, 0 = ignore (ScanNet++'s anonymisation masks).
+* **One image size per scene**, pinhole cameras only, finite numbers only: anything else is a :class:`SceneError`
+  at load time rather than garbage (or a crash) in a later stage.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class View:
     cam_to_world: np.ndarray  # float64 [4, 4], OpenCV camera frame
     depth: np.ndarray | None = None  # float32 [H, W] planar depth in metres, 0 = invalid
     labels: np.ndarray | None = None  # int64 [H, W] class ids, 255 = ignore
+    # float32 [H, W] in 0..1: 1 = use the pixel, 0 = ignore (nerfstudio 'mask_path', e.g. ScanNet++'s anonymisation
+    # masks); after downscaling, the fraction of usable full-resolution pixels in the block. None = all usable.
+    mask: np.ndarray | None = None
 
     @property
     def height(self) -> int:
@@ -241,16 +247,64 @@ def reprojection_consistency(view_a: View, view_b: View, threshold_m: float = 0.
 # Small file readers
 
 
+_GREY16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey (Pillow's "I" = 32-bit int: old Pillows)
+
+
 def _read_image(path: Path, where: str) -> np.ndarray:
-    """RGB float32 [H, W, 3] in 0..1; alpha (instant-ngp's Blender data) is dropped."""
+    """RGB float32 [H, W, 3] in 0..1 from 8- or 16-bit colour, grey-scale or palette files; alpha (instant-ngp's
+    Blender data) is dropped. ``convert("RGB")`` alone clips 16-bit grey to white and keeps only the high byte of
+    16-bit colour, so those are decoded here."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            if im.mode in _GREY16_MODES:
+                grey = np.asarray(im)  # [H, W] uint16 (int32 for "I")
+                if im.mode == "I" and grey.size and (int(grey.min()) < 0 or int(grey.max()) > 65535):
+                    raise SceneError(
+                        f"{where}: image {path} is 32-bit integer grey-scale with values {int(grey.min())}.."
+                        f"{int(grey.max())}, outside 16-bit 0..65535; save it as an 8- or 16-bit PNG."
+                    )
+                return np.repeat((grey.astype(np.float32) / 65535.0)[..., None], 3, axis=2)
+            if im.mode == "F":
+                raise SceneError(
+                    f"{where}: image {path} is 32-bit float grey-scale (mode 'F'); save it as an 8- or 16-bit PNG."
+                )
+            wide = _read_png16_colour(path, im)
+            if wide is not None:
+                return wide
+            arr = np.asarray(im.convert("RGB"))  # L / LA / 1: channel repeated; P: palette looked up
     except FileNotFoundError:
         raise SceneError(f"{where}: image file {path} does not exist; fix the path or add the file.") from None
+    except SceneError:
+        raise
     except Exception as exc:  # PIL raises many types for corrupt files
         raise SceneError(f"{where}: cannot read image {path} ({exc}); re-export it as PNG or JPEG.") from None
     return arr.astype(np.float32) / 255.0
+
+
+def _read_png16_colour(path: Path, im: Image.Image) -> np.ndarray | None:
+    """A 48-/64-bit PNG (16 bits per RGB(A) sample) as float32 [H, W, 3] in 0..1, or None for any other image.
+
+    Pillow decodes these to 8-bit modes keeping only each sample's high byte (raw mode ``RGB;16B``). The file is
+    decoded a second time with raw mode ``...;16L``: the unfiltering is identical (same bits per pixel) but the
+    unpacker then keeps the low byte, so ``high * 256 + low`` is the exact 16-bit value. When Pillow has no such
+    raw mode (16-bit grey + alpha) the high byte alone is used: 8-bit precision, still correctly scaled.
+    """
+    if im.format != "PNG" or len(im.tile) != 1:
+        return None
+    tile = im.tile[0]
+    raw = tile[3] if isinstance(tile[3], str) else (tile[3][0] if tile[3] else None)
+    if not isinstance(raw, str) or not raw.endswith(";16B"):
+        return None
+    high = np.asarray(im)[..., :3].astype(np.uint16)  # [H, W, 3] (RGBA from grey + alpha repeats the grey)
+    try:
+        with Image.open(path) as again:
+            t = again.tile[0]
+            low_raw = raw[: -len("16B")] + "16L"
+            again.tile = [t._replace(args=low_raw) if hasattr(t, "_replace") else (t[0], t[1], t[2], low_raw)]
+            low = np.asarray(again)[..., :3].astype(np.uint16)  # [H, W, 3]
+    except Exception:  # no little-endian unpacker for this raw mode
+        return high.astype(np.float32) / 255.0
+    return ((high << 8) | low).astype(np.float32) / 65535.0
 
 
 def _read_int_png(path: Path, where: str, what: str) -> np.ndarray:
@@ -312,11 +366,36 @@ def _read_ply_points(path: Path, where: str) -> tuple[np.ndarray, np.ndarray | N
         cols = getattr(visual, "vertex_colors", None) if visual is not None else None
     if cols is not None and len(cols) == len(xyz):
         colors = np.asarray(cols, dtype=np.float32)[:, :3] / 255.0
+    return _drop_nonfinite_points(xyz, colors, path)
+
+
+def _drop_nonfinite_points(
+    xyz: np.ndarray, colors: np.ndarray | None, path: Path
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Drop points whose coordinates (or colours) are NaN/inf, with a warning saying how many: a few broken points
+    should not stop a scene from loading, but one NaN would poison every Gaussian initialised from the cloud."""
+    ok = np.isfinite(xyz).all(axis=1)  # [P]
+    if colors is not None:
+        ok &= np.isfinite(colors).all(axis=1)
+    n_bad = int((~ok).sum())
+    if n_bad:
+        warnings.warn(
+            f"{path}: dropped {n_bad} of {len(xyz)} points with non-finite (NaN/inf) coordinates or "
+            "colours; the other points are used. Re-export the point cloud to keep them.",
+            stacklevel=3,
+        )
+        xyz = xyz[ok]
+        colors = colors[ok] if colors is not None else None
     return xyz, colors
 
 
 def _downscale(view: View, s: int, where: str) -> View:
-    """Box-filter RGB, nearest (block centre) for depth/labels, and scale K: exact under the +0.5 pixel rule."""
+    """Box-filter RGB, nearest (block centre) for depth/labels, and scale K: exact under the +0.5 pixel rule.
+
+    The mask is box-filtered like RGB (area average): a downscaled pixel holds the fraction of its s x s block that
+    is usable, so ``mask == 1`` is the strict mask and ``mask > 0`` the lenient one. Depth and labels were already
+    masked at full resolution (see :func:`_load_transforms`), so their nearest samples stay consistent with it.
+    """
     if s == 1:
         return view
     h, w = view.height, view.width
@@ -329,7 +408,10 @@ def _downscale(view: View, s: int, where: str) -> View:
     k[:2] /= s
     depth = view.depth[s // 2 :: s, s // 2 :: s].copy() if view.depth is not None else None
     labels = view.labels[s // 2 :: s, s // 2 :: s].copy() if view.labels is not None else None
-    return View(view.name, img, k, view.cam_to_world, depth, labels)
+    mask = None
+    if view.mask is not None:
+        mask = view.mask.reshape(h // s, s, w // s, s).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    return View(view.name, img, k, view.cam_to_world, depth, labels, mask)
 
 
 def _check_sizes(view: View, where: str, depth_path: Path | None, label_path: Path | None) -> None:
@@ -357,7 +439,12 @@ def _check_rotation(m: np.ndarray, where: str) -> np.ndarray:
     if m.shape != (4, 4):
         raise SceneError(f"{where}: transform_matrix has shape {m.shape}; expected 4x4 (or 3x4) rows.")
     if not np.all(np.isfinite(m)):
-        raise SceneError(f"{where}: transform_matrix contains NaN/inf.")
+        r, c = (int(i) for i in np.argwhere(~np.isfinite(m))[0])
+        raise SceneError(
+            f"{where}: transform_matrix contains NaN/inf (row {r}, column {c} is {m[r, c]}; null "
+            'entries read as NaN). Fix the pose in the json, or flag the frame "is_bad": true to '
+            "skip it."
+        )
     if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
         raise SceneError(f"{where}: transform_matrix last row is {m[3].tolist()}; expected [0, 0, 0, 1].")
     r = m[:3, :3]
@@ -381,7 +468,16 @@ def _check_rotation(m: np.ndarray, where: str) -> np.ndarray:
 
 def _search_roots(json_path: Path, what: str) -> list[Path]:
     """Folders a frame's relative path may be relative to: the json's folder first, then (ScanNet++ DSLR keeps
-    its json in ``dslr/nerfstudio/`` and the files beside it) the folder that matches the json's kind."""
+    its json in ``dslr/nerfstudio/`` and the files beside it) the folder that matches the json's kind.
+
+    * images: ``<json dir>``, ``<json dir>/images``, then for ``*undistorted*.json`` ``../undistorted_images``,
+      ``../resized_undistorted_images``, otherwise ``../resized_images``; last ``../images``;
+    * masks (``mask_path``): ``<json dir>``, ``<json dir>/masks``, then for ``*undistorted*.json``
+      ``../undistorted_anon_masks``, ``../resized_undistorted_masks``, otherwise ``../resized_anon_masks``. The
+      other kind's folder is never tried: distorted and undistorted masks have the same size, so a wrong pick
+      could not be detected;
+    * depth, labels, point clouds: ``<json dir>`` only.
+    """
     base, up = json_path.parent, json_path.parent.parent
     undist = "undistorted" in json_path.name
     if what == "image":
@@ -417,29 +513,102 @@ def _resolve_frame_file(json_path: Path, rel: str, where: str, what: str, key: s
     )
 
 
+_INTRINSIC_FIX = {
+    "fl_x": "expected the focal length in pixels (> 0)",
+    "fl_y": "expected the focal length in pixels (> 0)",
+    "cx": "expected the principal point in pixels",
+    "cy": "expected the principal point in pixels",
+    "camera_angle_x": "expected the horizontal field of view in radians, 0 < angle < pi",
+    "camera_angle_y": "expected the vertical field of view in radians, 0 < angle < pi",
+}
+
+
+def _json_number(value: Any, key: str, where: str, *, positive: bool = False) -> float:
+    """A finite float from a json value. ``float()`` alone would accept NaN/inf and json's ``true`` and raise a
+    bare TypeError for lists; each of those would give a K full of garbage instead of a clear error."""
+    problem = ""
+    x = math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        problem = "not a number"
+    else:
+        try:
+            x = float(value)
+        except ValueError:
+            problem = "not a number"
+    if not problem and not math.isfinite(x):
+        problem = "not finite"
+    elif not problem and positive and x <= 0:
+        problem = "not positive"
+    if problem:
+        fix = _INTRINSIC_FIX.get(key.split()[0], "expected a finite number (0 for no distortion)")
+        if key.split()[0] in ("w", "h"):
+            fix = f"expected the image {'width' if key.startswith('w') else 'height'} in pixels (a whole number > 0)"
+        raise SceneError(f"{where}: {_key_name(key)} is {value!r} ({problem}); {fix}. Fix the value in the json.")
+    return x
+
+
+def _key_name(key: str) -> str:
+    """ "fl_x (frame)" -> "'fl_x' (frame)": the json key quoted, where it came from after it."""
+    base, _, rest = key.partition(" ")
+    return f"{base!r} {rest}" if rest else repr(base)
+
+
+def _json_size(value: Any, key: str, where: str) -> int:
+    """Image width/height: a positive whole number (876 or 876.0; not 876.5, -1, "abc" or a list)."""
+    x = _json_number(value, key, where, positive=True)
+    if not x.is_integer():
+        raise SceneError(
+            f"{where}: {_key_name(key)} is {value!r} (not a whole number); expected the image "
+            f"{'width' if key.startswith('w') else 'height'} in pixels. Fix the value in the json."
+        )
+    return int(x)
+
+
 def _intrinsics(d: dict[str, Any], top: dict[str, Any], where: str) -> dict[str, Any]:
-    """fl_x/fl_y/cx/cy/w/h from the frame, falling back to the top level; camera_angle_x like instant-ngp."""
+    """fl_x/fl_y/cx/cy/w/h from the frame, falling back to the top level; camera_angle_x like instant-ngp.
+    Every value is validated (finite, focal lengths and sizes > 0) so a bad file cannot produce a garbage K;
+    a frame's explicit ``null`` counts as "not given" (falls back to the top level)."""
 
     def get(key: str) -> Any:
-        return d.get(key, top.get(key))
+        return d[key] if d.get(key) is not None else top.get(key)
 
-    w, h = get("w"), get("h")
-    fx, fy = get("fl_x"), get("fl_y")
+    def src(key: str) -> str:
+        return f"{key} (frame)" if d.get(key) is not None else f"{key} (top level)"
+
+    w = _json_size(get("w"), src("w"), where) if get("w") is not None else None
+    h = _json_size(get("h"), src("h"), where) if get("h") is not None else None
+    fx = _json_number(get("fl_x"), src("fl_x"), where, positive=True) if get("fl_x") is not None else None
+    fy = _json_number(get("fl_y"), src("fl_y"), where, positive=True) if get("fl_y") is not None else None
     if fx is None and get("camera_angle_x") is not None:
         if w is None:
             raise SceneError(f"{where}: 'camera_angle_x' given without 'w'; add 'w' and 'h' (image size).")
-        fx = 0.5 * float(w) / math.tan(0.5 * float(get("camera_angle_x")))
+        fx = 0.5 * w / math.tan(0.5 * _fov(get("camera_angle_x"), src("camera_angle_x"), where))
         if fy is None and get("camera_angle_y") is not None and h is not None:
-            fy = 0.5 * float(h) / math.tan(0.5 * float(get("camera_angle_y")))
+            fy = 0.5 * h / math.tan(0.5 * _fov(get("camera_angle_y"), src("camera_angle_y"), where))
     if fx is None:
+        null = " ('fl_x' is null)" if "fl_x" in d or "fl_x" in top else ""
         raise SceneError(
-            f"{where}: no focal length: add 'fl_x' (and 'fl_y', 'cx', 'cy', 'w', 'h') at the top level or per "
-            "frame, or instant-ngp's 'camera_angle_x'."
+            f"{where}: no focal length{null}: add 'fl_x' (and 'fl_y', 'cx', 'cy', 'w', 'h') at the top level or "
+            "per frame, or instant-ngp's 'camera_angle_x'."
         )
     fy = fx if fy is None else fy
-    dist = [float(get(k) or 0.0) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
-    return {"fx": float(fx), "fy": float(fy), "w": w, "h": h, "cx": get("cx"), "cy": get("cy"),
-            "distorted": any(abs(x) > 0 for x in dist)}
+    cx = _json_number(get("cx"), src("cx"), where) if get("cx") is not None else None
+    cy = _json_number(get("cy"), src("cy"), where) if get("cy") is not None else None
+    dist = [
+        _json_number(get(k), src(k), where) if get(k) is not None else 0.0 for k in ("k1", "k2", "k3", "k4", "p1", "p2")
+    ]
+    return {"fx": fx, "fy": fy, "w": w, "h": h, "cx": cx, "cy": cy, "distorted": any(abs(x) > 0 for x in dist)}
+
+
+def _fov(value: Any, key: str, where: str) -> float:
+    """A field of view in radians, strictly between 0 and pi (tan of half of it must be finite and positive)."""
+    a = _json_number(value, key, where, positive=True)
+    if a >= math.pi:
+        raise SceneError(
+            f"{where}: {_key_name(key)} is {value!r} (not below pi); {_INTRINSIC_FIX[key.split()[0]]}. "
+            "Fix the value in the json (degrees given by mistake?)."
+        )
+    return a
 
 
 def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool) -> Scene:
@@ -452,28 +621,41 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
     except json.JSONDecodeError as exc:
         raise SceneError(f"{where_file}: malformed JSON ({exc}); fix the syntax.") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
-        raise SceneError(f"{where_file}: missing key 'frames' (a list of frames with 'file_path' and "
-                         "'transform_matrix').")
+        raise SceneError(
+            f"{where_file}: missing key 'frames' (a list of frames with 'file_path' and 'transform_matrix')."
+        )
     base = json_path.parent
     frames = list(meta["frames"])
     if include_test_frames:
-        frames += list(meta.get("test_frames", []))
+        listed = {str(f.get("file_path")) for f in frames if isinstance(f, dict)}
+        extra = [
+            f for f in meta.get("test_frames", []) if not (isinstance(f, dict) and str(f.get("file_path")) in listed)
+        ]
+        n_dup = len(meta.get("test_frames", [])) - len(extra)
+        if n_dup:  # the ScanNet++ downscale step (FiT3D's copy too) appends test_frames to frames in place
+            warnings.warn(
+                f"{where_file}: {n_dup} test_frames are already listed in 'frames' (the ScanNet++ downscale "
+                "step appends them); each view is used once",
+                stacklevel=3,
+            )
+        frames += extra
     if not frames:
         raise SceneError(f"{where_file}: 'frames' is empty; a scene needs at least one view.")
+    _check_one_size_transforms(json_path, frames)
     depth_scale = float(meta.get("depth_unit_scale_factor", 1e-3))
     views: list[View] = []
+    view_files: list[tuple[str, str]] = []  # per view: (file_path as written, where)
     skipped = n_distorted = 0
     for i, fr in enumerate(frames):
         where = f"{where_file} frame {i}"
         if not isinstance(fr, dict):
             raise SceneError(f"{where}: a frame must be an object with 'file_path' and 'transform_matrix'.")
-        if fr.get("is_bad"):  # ScanNet++ flags blurry / unusable DSLR frames
+        if fr.get("is_bad"):  # ScanNet++ flags blurry / unusable DSLR frames (in 'frames' and 'test_frames')
             skipped += 1
             continue
         for key in ("file_path", "transform_matrix"):
             if key not in fr:
-                raise SceneError(f"{where}: missing key {key!r}; every frame needs 'file_path' and "
-                                 "'transform_matrix'.")
+                raise SceneError(f"{where}: missing key {key!r}; every frame needs 'file_path' and 'transform_matrix'.")
         where = f"{where_file} frame {i} ({fr['file_path']})"
         try:
             m = np.asarray(fr["transform_matrix"], dtype=np.float64)
@@ -485,14 +667,14 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
         img_path = _resolve_frame_file(json_path, str(fr["file_path"]), where, "image", "file_path")
         image = _read_image(img_path, where)  # [H, W, 3]
         h, w = image.shape[:2]
-        if (intr["w"] is not None and int(intr["w"]) != w) or (intr["h"] is not None and int(intr["h"]) != h):
+        if (intr["w"] is not None and intr["w"] != w) or (intr["h"] is not None and intr["h"] != h):
             raise SceneError(
                 f"{where}: image {img_path} is {w}x{h} but the intrinsics say w={intr['w']}, h={intr['h']}. Fix: "
                 "use the image folder the intrinsics belong to (ScanNet++: undistorted images for "
                 "transforms_undistorted.json) or correct w/h and scale fl_x/fl_y/cx/cy with them."
             )
-        cx = float(intr["cx"]) if intr["cx"] is not None else w / 2.0
-        cy = float(intr["cy"]) if intr["cy"] is not None else h / 2.0
+        cx = intr["cx"] if intr["cx"] is not None else w / 2.0
+        cy = intr["cy"] if intr["cy"] is not None else h / 2.0
         K = np.array([[intr["fx"], 0.0, cx], [0.0, intr["fy"], cy], [0.0, 0.0, 1.0]])
         depth = labels = None
         depth_path = label_path = None
@@ -504,7 +686,7 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
             labels = _read_int_png(label_path, where, "label")
         view = View(Path(str(fr["file_path"])).stem, image, K, c2w, depth, labels)
         _check_sizes(view, where, depth_path, label_path)
-        if fr.get("mask_path"):  # nerfstudio semantics: 0 = ignore this pixel
+        if fr.get("mask_path"):  # nerfstudio semantics (ScanNet++ uses the same key): 0 = ignore this pixel
             mask_path = _resolve_frame_file(json_path, str(fr["mask_path"]), where, "mask", "mask_path")
             mask = _read_int_png(mask_path, where, "mask")
             if mask.shape != (h, w):
@@ -513,34 +695,157 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
                 view.depth[mask == 0] = 0
             if view.labels is not None:
                 view.labels[mask == 0] = IGNORE_LABEL
+            view.mask = (mask != 0).astype(np.float32)  # [H, W] 1 = use, 0 = ignore
         views.append(_downscale(view, downscale, where))
+        view_files.append((str(fr["file_path"]), where))
+    if not views:
+        raise SceneError(f"{where_file}: every frame is flagged 'is_bad'; no usable views.")
+    _make_names_unique(views, view_files, where_file, "file_path")
+    extra = {k: v for k, v in meta.items() if k not in ("frames", "test_frames")}
+    extra["skipped_bad_frames"] = skipped
     points = colors = None
     if meta.get("ply_file_path"):
         ply = _resolve_frame_file(json_path, str(meta["ply_file_path"]), where_file, "point cloud", "ply_file_path")
         points, colors = _read_ply_points(ply, where_file)
+    elif base.name == "nerfstudio" and (base.parent / "colmap" / "points3D.txt").is_file():
+        pts_path = base.parent / "colmap" / "points3D.txt"
+        world = _colmap_to_json_world(json_path, views, view_files)
+        if world is not None:
+            points, colors = _parse_points(pts_path)
+            points = _transform(world, points.astype(np.float64)).astype(np.float32)
+            extra["points_file"] = str(pts_path)
+            extra["points_world_from_colmap"] = world.tolist()
     classes = meta.get("classes")
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
         raise SceneError(f"{where_file}: 'classes' must be a list of class names (index = class id).")
     name = base.name if json_path.name == "transforms.json" else f"{base.name}/{json_path.stem}"
-    if not views:
-        raise SceneError(f"{where_file}: every frame is flagged 'is_bad'; no usable views.")
     if n_distorted:
-        warnings.warn(f"{where_file}: lens distortion (k1..k4, p1, p2) of {n_distorted} frame(s) is ignored: the "
-                      "pinhole model is used. Use undistorted images (ScanNet++: transforms_undistorted.json).",
-                      stacklevel=3)
-    extra = {k: v for k, v in meta.items() if k not in ("frames", "test_frames")}
-    extra["skipped_bad_frames"] = skipped
+        warnings.warn(
+            f"{where_file}: lens distortion (k1..k4, p1, p2) of {n_distorted} frame(s) is ignored: the "
+            "pinhole model is used. Use undistorted images (ScanNet++: transforms_undistorted.json).",
+            stacklevel=3,
+        )
     return Scene(name, base, views, points, colors, classes, extra)
+
+
+def _check_one_size_transforms(json_path: Path, frames: list[Any]) -> None:
+    """All usable frames' images must have one size (every later stage stacks the views into one batch). Checked
+    from the image headers before any pixel is read, so the one error lists every frame; frames with other
+    problems (missing file, bad entry) are left to the main loop, which reports them in frame order."""
+    sizes: list[tuple[str, tuple[int, int]]] = []
+    for fr in frames:
+        if not isinstance(fr, dict) or fr.get("is_bad") or "file_path" not in fr:
+            continue
+        try:
+            path = _resolve_frame_file(json_path, str(fr["file_path"]), "", "image", "file_path")
+            with Image.open(path) as im:
+                sizes.append((str(fr["file_path"]), im.size))  # (W, H)
+        except Exception:  # reported with its frame by the main loop
+            continue
+    _raise_if_mixed_sizes(sizes, str(json_path), "fl_x/fl_y/cx/cy (and per-frame w/h)")
+
+
+def _raise_if_mixed_sizes(sizes: list[tuple[str, tuple[int, int]]], where_file: str, intrinsics: str) -> None:
+    """One SceneError naming the image sizes found and a few frames of each (largest group first)."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name, wh in sizes:
+        groups.setdefault(wh, []).append(name)
+    if len(groups) < 2:
+        return
+    parts = []
+    for (w, h), names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+        parts.append(f"{w}x{h}: {len(names)} frame(s) ({shown})")
+    raise SceneError(
+        f"{where_file}: the images have {len(groups)} different sizes: {'; '.join(parts)}. Every later stage "
+        "stacks the views into one batch, so a scene needs one image size. Fix: resize (or crop) all images to "
+        f"one size and scale (or shift) {intrinsics} with them, or drop the odd frames."
+    )
+
+
+def _make_names_unique(views: list[View], files: list[tuple[str, str]], where_file: str, key: str) -> None:
+    """View names are file stems; where two stems collide (``a/x.png``, ``b/x.png``) the colliding views are
+    named by their relative path without extension instead. The same file listed twice is an error."""
+    by_name: dict[str, list[int]] = {}
+    for i, v in enumerate(views):
+        by_name.setdefault(v.name, []).append(i)
+    for idx in (ix for ix in by_name.values() if len(ix) > 1):
+        for i in idx:
+            rel = Path(files[i][0].replace("\\", "/")).with_suffix("").as_posix()
+            views[i].name = rel[2:] if rel.startswith("./") else rel
+    seen: dict[str, int] = {}
+    for i, v in enumerate(views):
+        if v.name in seen:
+            j = seen[v.name]
+            raise SceneError(
+                f"{where_file}: {files[j][1]} and {files[i][1]} name the same file ({key} {files[i][0]!r}); a view "
+                "may appear only once (ScanNet++: 'frames' and 'test_frames' must not overlap). Fix: remove the "
+                "duplicate entry."
+            )
+        seen[v.name] = i
+
+
+def _colmap_to_json_world(json_path: Path, views: list[View], files: list[tuple[str, str]]) -> np.ndarray | None:
+    """[4, 4] rigid transform from the COLMAP model's world frame to the json's world frame, or None (warned).
+
+    ScanNet++ writes ``transforms*.json`` from ``dslr/colmap`` with instant-ngp's world change (swap x and y,
+    negate z) and no ``applied_transform`` entry, so ``points3D.txt`` cannot be used as is. Rather than assume
+    that convention, the transform is measured: for every image in both ``colmap/images.txt`` and the json,
+    ``c2w_json @ w2c_colmap`` must be the same matrix.
+    """
+    images_txt = json_path.parent.parent / "colmap" / "images.txt"
+    skip = f"{json_path}: the points of {images_txt.parent / 'points3D.txt'} are not attached"
+    if not images_txt.is_file():
+        warnings.warn(
+            f"{skip}: {images_txt} is missing, so their world frame cannot be matched to the json's. "
+            "Fix: keep the ScanNet++ colmap folder complete (cameras.txt, images.txt, points3D.txt).",
+            stacklevel=4,
+        )
+        return None
+    json_c2w = {Path(f.replace("\\", "/")).name: v.cam_to_world for v, (f, _) in zip(views, files)}
+    mats = [
+        json_c2w[Path(im["name"]).name] @ im["w2c"]
+        for im in _parse_images(images_txt)
+        if Path(im["name"]).name in json_c2w
+    ]
+    if not mats:
+        warnings.warn(
+            f"{skip}: no image of {images_txt} is a frame of the json, so their world frames cannot be "
+            "matched. Fix: use the colmap model the json was made from.",
+            stacklevel=4,
+        )
+        return None
+    world = mats[0]
+    err = max(float(np.abs(m - world).max()) for m in mats) / max(1.0, float(np.abs(world[:3, 3]).max()))
+    if err > 1e-3:
+        warnings.warn(
+            f"{skip}: its poses do not differ from the json's by one rigid transform (relative error "
+            f"{err:.3g} over {len(mats)} images). Fix: use the colmap model the json was made from.",
+            stacklevel=4,
+        )
+        return None
+    return world
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # COLMAP text model
 
-# model name -> how many leading parameters are f (1) or fx, fy (2); cx, cy follow
+# model name -> (how many leading parameters are f (1) or fx, fy (2); cx, cy follow; total parameter count)
 _COLMAP_MODELS = {
-    "SIMPLE_PINHOLE": 1, "PINHOLE": 2, "SIMPLE_RADIAL": 1, "RADIAL": 1, "OPENCV": 2, "FULL_OPENCV": 2,
-    "OPENCV_FISHEYE": 2, "SIMPLE_RADIAL_FISHEYE": 1, "RADIAL_FISHEYE": 1, "THIN_PRISM_FISHEYE": 2, "FOV": 2,
+    "SIMPLE_PINHOLE": (1, 3),
+    "PINHOLE": (2, 4),
+    "SIMPLE_RADIAL": (1, 4),
+    "RADIAL": (1, 5),
+    "OPENCV": (2, 8),
+    "FULL_OPENCV": (2, 12),
+    "OPENCV_FISHEYE": (2, 8),
+    "SIMPLE_RADIAL_FISHEYE": (1, 4),
+    "RADIAL_FISHEYE": (1, 5),
+    "THIN_PRISM_FISHEYE": (2, 12),
+    "FOV": (2, 5),
 }
+# not a perspective projection even with zero distortion parameters
+_COLMAP_FISHEYE = ("OPENCV_FISHEYE", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "THIN_PRISM_FISHEYE", "FOV")
 
 
 def _data_lines(path: Path) -> list[tuple[int, str]]:
@@ -551,7 +856,21 @@ def _data_lines(path: Path) -> list[tuple[int, str]]:
     return [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
 
 
-def _parse_cameras(path: Path) -> dict[int, dict[str, Any]]:
+def _undistort_fix(model_dir: Path, root: Path) -> str:
+    """The COLMAP commands that turn a distorted model into a PINHOLE text model this loader reads."""
+    out = root / "undistorted"
+    return (
+        f"Fix: undistort the images with `colmap image_undistorter --image_path {root / 'images'} "
+        f"--input_path {model_dir} --output_path {out} --output_type COLMAP` (--image_path: the folder "
+        f"holding the images), then `colmap model_converter --input_path {out / 'sparse'} --output_path "
+        f"{out / 'sparse'} --output_type TXT`, and load {out}."
+    )
+
+
+def _parse_cameras(path: Path, root: Path | None = None) -> dict[int, dict[str, Any]]:
+    """cameras.txt -> {camera id: K [3, 3], w, h}. Only perspective cameras: pinhole models, and distortion models
+    whose distortion parameters are all zero; anything else would misplace pixels, so it is an error."""
+    root = path.parent if root is None else root
     cams: dict[int, dict[str, Any]] = {}
     for lineno, ln in _data_lines(path):
         if not ln or ln.startswith("#"):
@@ -564,17 +883,39 @@ def _parse_cameras(path: Path) -> dict[int, dict[str, Any]]:
         except (IndexError, ValueError):
             raise SceneError(f"{where}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...', got {ln!r}.") from None
         if model not in _COLMAP_MODELS:
-            raise SceneError(f"{where}: camera model {model!r} is not supported; undistort the images "
-                             "(colmap image_undistorter) to get PINHOLE cameras.")
-        nf = _COLMAP_MODELS[model]
-        if len(params) < nf + 2:
-            raise SceneError(f"{where}: model {model} needs at least {nf + 2} parameters, got {len(params)}.")
+            raise SceneError(
+                f"{where}: camera model {model!r} is not supported (only PINHOLE-like cameras). "
+                + _undistort_fix(path.parent, root)
+            )
+        nf, n_params = _COLMAP_MODELS[model]
+        if len(params) != n_params:
+            raise SceneError(
+                f"{where}: model {model} takes {n_params} parameters, got {len(params)} in {ln!r}; re-export the model."
+            )
+        if w <= 0 or h <= 0:
+            raise SceneError(f"{where}: image size {w}x{h} is not positive; re-export the model.")
+        bad = [x for x in params if not math.isfinite(x)]
+        if bad:
+            raise SceneError(f"{where}: camera {cam_id} has non-finite parameters {params}; re-export the model.")
         fx = params[0]
         fy = params[1] if nf == 2 else params[0]
         cx, cy = params[nf], params[nf + 1]
-        if any(abs(p) > 0 for p in params[nf + 2 :]):
-            warnings.warn(f"{where}: {model} distortion is ignored (pinhole part used); undistort the images "
-                          "for exact geometry.", stacklevel=3)
+        if fx <= 0 or fy <= 0:
+            raise SceneError(
+                f"{where}: camera {cam_id} focal length fx={fx:g}, fy={fy:g} is not positive; "
+                "re-export the model (focal lengths are in pixels, > 0)."
+            )
+        extra = params[nf + 2 :]
+        if model in _COLMAP_FISHEYE:
+            raise SceneError(
+                f"{where}: camera {cam_id} is a fisheye model ({model}), not a pinhole camera; this "
+                "loader would misplace every pixel. " + _undistort_fix(path.parent, root)
+            )
+        if any(x != 0 for x in extra):
+            raise SceneError(
+                f"{where}: camera {cam_id} ({model}) has non-zero distortion parameters {extra}; this "
+                "loader uses a pinhole model and would misplace pixels. " + _undistort_fix(path.parent, root)
+            )
         cams[cam_id] = {"K": np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64), "w": w, "h": h}
     return cams
 
@@ -589,11 +930,13 @@ def _is_float(s: str) -> bool:
 
 def _qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
     w, x, y, z = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _parse_images(path: Path) -> list[dict[str, Any]]:
@@ -614,7 +957,14 @@ def _parse_images(path: Path) -> list[dict[str, Any]]:
             raise SceneError(f"{where}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME', got {ln!r}.") from None
         q = np.array(vals[:4])
         if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
-            raise SceneError(f"{where}: quaternion {q.tolist()} is zero or not finite.")
+            raise SceneError(
+                f"{where}: quaternion {q.tolist()} is zero or not finite; re-export the model or "
+                "delete this image's two lines."
+            )
+        if not np.isfinite(vals[4:7]).all():
+            raise SceneError(
+                f"{where}: translation {vals[4:7]} is not finite; re-export the model or delete this image's two lines."
+            )
         w2c = np.eye(4)
         w2c[:3, :3] = _qvec_to_rotmat(q)
         w2c[:3, 3] = vals[4:7]
@@ -623,6 +973,7 @@ def _parse_images(path: Path) -> list[dict[str, Any]]:
 
 
 def _parse_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """points3D.txt -> (xyz [P, 3], rgb [P, 3] in 0..1) float32; points with NaN/inf are dropped with a warning."""
     xyz, rgb = [], []
     for lineno, ln in _data_lines(path):
         if not ln or ln.startswith("#"):
@@ -635,20 +986,33 @@ def _parse_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise SceneError(f"{path} line {lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK...'.") from None
         if len(xyz[-1]) != 3 or len(rgb[-1]) != 3:
             raise SceneError(f"{path} line {lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK...'.")
-    return (np.asarray(xyz, dtype=np.float32).reshape(-1, 3),
-            np.asarray(rgb, dtype=np.float32).reshape(-1, 3) / 255.0)
+    points, colors = _drop_nonfinite_points(
+        np.asarray(xyz, dtype=np.float32).reshape(-1, 3), np.asarray(rgb, dtype=np.float32).reshape(-1, 3) / 255.0, path
+    )
+    assert colors is not None
+    return points, colors
 
 
 def _load_colmap(model_dir: Path, root: Path, downscale: int) -> Scene:
-    cams = _parse_cameras(model_dir / "cameras.txt")
+    cams = _parse_cameras(model_dir / "cameras.txt", root)
     images = _parse_images(model_dir / "images.txt")
     if not images:
         raise SceneError(f"{model_dir / 'images.txt'}: no images listed.")
+    # one image size per scene, checked on the cameras' sizes before any pixel is read (each image must match its
+    # camera's size, checked below)
+    sizes = [(im["name"], (cams[im["cam"]]["w"], cams[im["cam"]]["h"])) for im in images if im["cam"] in cams]
+    _raise_if_mixed_sizes(sorted(sizes), str(model_dir / "images.txt"), "the cameras in cameras.txt")
     pts_path = model_dir / "points3D.txt"
     points, colors = _parse_points(pts_path) if pts_path.is_file() else (None, None)
-    img_dirs = [model_dir / "images", root / "images", model_dir.parent / "images",
-                model_dir.parent.parent / "images", root]
-    views = []
+    img_dirs = [
+        model_dir / "images",
+        root / "images",
+        model_dir.parent / "images",
+        model_dir.parent.parent / "images",
+        root,
+    ]
+    views: list[View] = []
+    files: list[tuple[str, str]] = []
     for im in sorted(images, key=lambda d: d["name"]):
         where = f"{model_dir / 'images.txt'} image {im['name']!r}"
         if im["cam"] not in cams:
@@ -656,15 +1020,21 @@ def _load_colmap(model_dir: Path, root: Path, downscale: int) -> Scene:
         cam = cams[im["cam"]]
         img_path = next((d / im["name"] for d in img_dirs if (d / im["name"]).is_file()), None)
         if img_path is None:
-            raise SceneError(f"{where}: image file not found in {', '.join(str(d) for d in img_dirs[:3])}; put the "
-                             "images in an 'images/' folder beside the model.")
+            raise SceneError(
+                f"{where}: image file not found in {', '.join(str(d) for d in img_dirs[:3])}; put the "
+                "images in an 'images/' folder beside the model."
+            )
         image = _read_image(img_path, where)
         h, w = image.shape[:2]
         if (w, h) != (cam["w"], cam["h"]):
-            raise SceneError(f"{where}: image {img_path} is {w}x{h} but camera {im['cam']} in cameras.txt is "
-                             f"{cam['w']}x{cam['h']}; use the images the model was built from.")
+            raise SceneError(
+                f"{where}: image {img_path} is {w}x{h} but camera {im['cam']} in cameras.txt is "
+                f"{cam['w']}x{cam['h']}; use the images the model was built from."
+            )
         view = View(Path(im["name"]).stem, image, cam["K"].copy(), _rigid_inverse(im["w2c"]))
         views.append(_downscale(view, downscale, where))
+        files.append((im["name"], where))
+    _make_names_unique(views, files, str(model_dir / "images.txt"), "image name")
     return Scene(root.name, root, views, points, colors, None, {"colmap_model": str(model_dir)})
 
 
@@ -677,7 +1047,13 @@ def load_scene(path: str | Path, *, downscale: int = 1, include_test_frames: boo
 
     Looks, in order, for ``transforms.json``; a COLMAP text model in the folder, ``sparse/0`` or ``sparse``;
     ScanNet++'s ``nerfstudio/transforms_undistorted.json`` (also under ``dslr/``). ``downscale`` divides the
-    image size (it must divide width and height). ``include_test_frames`` adds ScanNet++'s ``test_frames``.
+    image size (it must divide width and height). ``include_test_frames`` adds ScanNet++'s ``test_frames``
+    (frames flagged ``is_bad`` are skipped in both lists).
+
+    For a json in ScanNet++'s ``dslr/nerfstudio/`` folder, ``dslr/colmap/points3D.txt`` becomes ``Scene.points``
+    (moved into the json's world frame, see :func:`_colmap_to_json_world`) unless the json names a
+    ``ply_file_path``; each frame's ``mask_path`` becomes ``View.mask`` (folders tried: :func:`_search_roots`).
+    Use :func:`check_resolution` when a recipe needs one exact image size.
     """
     path = Path(path)
     if not isinstance(downscale, int) or downscale < 1:
@@ -696,14 +1072,44 @@ def load_scene(path: str | Path, *, downscale: int = 1, include_test_frames: boo
         if (model_dir / "cameras.txt").is_file() and (model_dir / "images.txt").is_file():
             return _load_colmap(model_dir, path, downscale)
         if (model_dir / "cameras.bin").is_file():
-            raise SceneError(f"{model_dir}: binary COLMAP model found; convert it to text with "
-                             f"`colmap model_converter --input_path {model_dir} --output_path {model_dir} "
-                             "--output_type TXT`.")
-    for cand in (path / "nerfstudio" / "transforms_undistorted.json",
-                 path / "dslr" / "nerfstudio" / "transforms_undistorted.json"):
+            raise SceneError(
+                f"{model_dir}: binary COLMAP model found; convert it to text with "
+                f"`colmap model_converter --input_path {model_dir} --output_path {model_dir} "
+                "--output_type TXT`."
+            )
+    for cand in (
+        path / "nerfstudio" / "transforms_undistorted.json",
+        path / "dslr" / "nerfstudio" / "transforms_undistorted.json",
+    ):
         if cand.is_file():
             return _load_transforms(cand, downscale, include_test_frames)
     raise SceneError(
         f"{path}: no scene found: expected transforms.json, a COLMAP text model (cameras.txt + images.txt, in the "
         "folder or sparse/0), or ScanNet++'s dslr/nerfstudio/transforms_undistorted.json."
+    )
+
+
+def check_resolution(scene: Scene, expected_wh: tuple[int, int], *, where: str = "") -> None:
+    """Raise :class:`SceneError` unless every view of ``scene`` is exactly ``expected_wh = (width, height)``.
+
+    For recipes that depend on one image size (FiT3D trains on ScanNet++ DSLR images downscaled by 2 and
+    undistorted: 876x584): a scene prepared differently would otherwise train silently at another resolution.
+    ``where`` (e.g. the notebook cell or config) is put in front of the message.
+    """
+    try:
+        ew, eh = (int(x) for x in expected_wh)
+    except (TypeError, ValueError):
+        raise SceneError(f"check_resolution: expected_wh must be (width, height), got {expected_wh!r}.") from None
+    if ew <= 0 or eh <= 0:
+        raise SceneError(f"check_resolution: expected_wh must be positive, got {expected_wh!r}.")
+    bad = [v for v in scene.views if (v.width, v.height) != (ew, eh)]
+    if not bad:
+        return
+    found = "; ".join(f"frame {v.name} is {v.width}x{v.height}" for v in bad[:3])
+    more = f" (and {len(bad) - 3} more of {len(scene.views)} views)" if len(bad) > 3 else ""
+    raise SceneError(
+        f"{where + ': ' if where else ''}scene {scene.name!r} ({scene.root}): {found}{more}; expected {ew}x{eh}. "
+        "Fix: the official recipe uses the ScanNet++ toolkit's DSLR downscale by 2 then undistortion, giving "
+        "876x584; run `python -m dslr.downscale` and `python -m dslr.undistort` from the toolkit, or pass "
+        "downscale= to load_scene."
     )

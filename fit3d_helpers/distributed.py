@@ -10,7 +10,8 @@ Two ways to scale out, both optional (the course runs in one process by default)
   wraps the model so that gradients are averaged across processes. Without torchrun everything is a
   no-op single process, so the same code runs in a notebook.
 
-A notebook kernel is a single process: launch distributed training from a script with torchrun.
+Each process of a DDP fine-tuning run takes a disjoint share of every epoch (``finetune.epoch_batches``, torch's
+``DistributedSampler``). A notebook kernel is a single process: launch distributed training with torchrun.
 """
 
 from __future__ import annotations
@@ -25,18 +26,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = [
-    "DistInfo",
-    "all_reduce_mean",
-    "barrier",
-    "cleanup",
-    "init_distributed",
-    "make_sampler",
-    "parse_shard",
-    "shard",
-    "unwrap",
-    "wrap_ddp",
-]
+__all__ = ["DistInfo", "cleanup", "init_distributed", "parse_shard", "shard", "wrap_ddp"]
 
 T = TypeVar("T")
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -116,7 +106,11 @@ def init_distributed(
         return DistInfo(device=dev)
     local = local if local is not None else rank
     if use_cuda:
-        dev = torch.device("cuda", local) if device == "auto" or torch.device(device).index is None else torch.device(device)
+        dev = (
+            torch.device("cuda", local)
+            if device == "auto" or torch.device(device).index is None
+            else torch.device(device)
+        )
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu") if device == "auto" else torch.device(device)
@@ -160,43 +154,6 @@ def wrap_ddp(model: torch.nn.Module, info: DistInfo, **ddp_kwargs: Any) -> torch
         ddp_kwargs.setdefault("device_ids", [info.device.index])
         ddp_kwargs.setdefault("output_device", info.device.index)
     return DistributedDataParallel(model, **ddp_kwargs)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside a DDP wrapper (for ``state_dict`` to save)."""
-    return getattr(model, "module", model)
-
-
-def barrier(info: DistInfo | None = None) -> None:
-    """Wait for every process (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        if dist.get_backend() == "nccl" and torch.cuda.is_available():
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of ``tensor`` over processes (a copy; the input itself in a single process)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return tensor
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / dist.get_world_size()
-
-
-def make_sampler(dataset: Any, info: DistInfo, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> Any:
-    """A ``DistributedSampler`` when distributed, else None (pass ``shuffle`` to the DataLoader then).
-
-    Remember ``sampler.set_epoch(epoch)`` at the start of each epoch so that shuffling differs per epoch.
-    """
-    if not info.distributed:
-        return None
-    from torch.utils.data.distributed import DistributedSampler
-
-    return DistributedSampler(
-        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=drop_last
-    )
 
 
 def cleanup() -> None:

@@ -15,39 +15,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cache
 from .backbone import Backbone, load_backbone
+from .cache import Artifact
 from .data import load_scene
-from .lift import LiftError, feature_camera, load_lift, render_features
-from .utils import DEFAULT_ARTIFACTS, artifact_complete, atomic_dir, config_hash, progress, read_json, save_torch, seed_everything, write_json
+from .lift import LiftError, LiftResult, decode_to_grid, feature_camera, render_features
+from .profiles import FinetuneConfig, LiftConfig
+from .utils import DEFAULT_ARTIFACTS, progress, rng_state, save_torch, seed_everything, set_rng_state, write_json
 
-
-@dataclass
-class FinetuneConfig:
-    """Stage-2 settings; defaults are the official ones (DESIGN.md §4 "Fine-tune")."""
-
-    epochs: int = 1
-    lr: float = 1e-5
-    weight_decay: float = 1e-4
-    batch_size: int = 2
-    grad_clip: float = 0.1
-    flip: bool = True
-    mode: str = "full"  # "full": all backbone parameters; "lora": rank-r adapters on the qkv of the last blocks
-    lora_rank: int = 4
-    lora_blocks: int = 4
-    target_factor: int = 1  # targets rendered at token grid × factor, then resized to the grid (ablation 1/2/4)
-    checkpoint_every: int = 50
-    seed: int = 0
+_CHECKPOINT_FORMAT = 2  # 2: + RNG states
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -80,7 +68,7 @@ class LoRALinear(nn.Module):
 
 
 def add_lora(model: nn.Module, rank: int = 4, blocks: int = 4) -> list[nn.Parameter]:
-    """Freeze ``model`` and put LoRA on the qkv projection of its last ``blocks`` blocks; returns the trainable params."""
+    """Freeze ``model``, put LoRA on the qkv projection of its last ``blocks`` blocks; returns the trainable params."""
     for p in model.parameters():
         p.requires_grad_(False)
     trainable: list[nn.Parameter] = []
@@ -113,49 +101,108 @@ class Targets:
     scene: str
 
 
-def scene_targets(lift_path: str | Path, backbone: Backbone, *, target_factor: int = 1, root: str | Path | None = None,
-                  backend: str = "auto") -> tuple[Targets, dict[str, float]]:
-    """Render (once, then cached) the fine-tuning targets of every view of one lifted scene (a lift artifact)."""
+def scene_targets(
+    lift: LiftResult,
+    backbone: Backbone,
+    *,
+    mask: str = "anonymisation",
+    root: str | Path | None = None,
+    backend: str = "auto",
+    force: bool = False,
+) -> tuple[Targets, dict[str, Any]]:
+    """Render (once, then cached) the fine-tuning targets of every view of one lifted scene.
+
+    The official construction when the lift decodes at full size (``lift.feature_factor = 0``): render the low-dim
+    features at the lift's render size, decode there, resize bilinearly to the token grid. With a cheaper lift path
+    (factor k) the render is area-pooled to k × the grid before decoding, exactly as in stage 1 (:func:`lift.decode`).
+    ``mask``: "alpha" weighs a token by rendered alpha > 0.5 (× the anonymisation mask); "anonymisation" by the soft
+    anonymisation mask only (official; all ones where a scene has none).
+    """
     root = Path(root) if root is not None else DEFAULT_ARTIFACTS
-    ldir = Path(lift_path)
-    key = {"stage": "targets", "lift": f"{ldir.parent.name}/{ldir.name}", "target_factor": target_factor}
-    tdir = root / "targets" / config_hash(key)
-    if artifact_complete(tdir):
-        t = torch.load(tdir / "targets.pt", map_location="cpu", weights_only=True)
-        return Targets(t["images"], t["targets"], t["masks"], t["scene"]), read_json(tdir / "stats.json")
-    lift = load_lift(ldir, expect_dim=backbone.dim)
-    scene = load_scene(lift.config["scene"])
-    images = torch.stack([torch.as_tensor(v.image, dtype=torch.float32).permute(2, 0, 1) for v in scene.views])
-    H, W = images.shape[-2:]
-    h, w = backbone.grid_size(H, W)
-    fh, fw = h * target_factor, w * target_factor
-    dev = backbone.device  # render where the backbone runs (CUDA: gsplat)
-    params = {k: v.to(dev) for k, v in lift.params.items()}
-    decoder = lift.decoder.to(dev)
-    viewmats = torch.stack([torch.as_tensor(v.world_to_cam, dtype=torch.float32) for v in scene.views]).to(dev)
-    Ks_full = torch.stack([torch.as_tensor(v.K, dtype=torch.float32) for v in scene.views]).to(dev)
-    Ks = feature_camera(Ks_full, (H, W), (fh, fw))
-    targets, masks = [], []
-    t0 = time.time()
-    with torch.no_grad():
-        for i in range(len(scene.views)):
-            feats, alphas = render_features(params, viewmats[i : i + 1], Ks[i : i + 1], fw, fh, backend=backend)
-            targets.append(F.interpolate(decoder(feats), size=(h, w), mode="bilinear", align_corners=False)[0].cpu())
-            masks.append(F.interpolate(alphas, size=(h, w), mode="area")[0].cpu())
-    per_view = (time.time() - t0) / len(scene.views)
-    with torch.no_grad():  # what the official full-size rendering would cost, measured on one view
-        t1 = time.time()
-        feats, _ = render_features(params, viewmats[:1], Ks_full[:1], W, H, backend=backend)
-        decoder(feats)
-        full = time.time() - t1
-    stats = {"stage": "targets", "scene": scene.name, "views": len(scene.views), "target_hw": [fh, fw], "grid_hw": [h, w],
-             "render_seconds_per_view": per_view, "full_size_render_seconds_per_view": full}
-    out = Targets(images, torch.stack(targets), torch.stack(masks), scene.name)
-    with atomic_dir(tdir, overwrite=True) as tmp:
-        save_torch(tmp / "targets.pt", {"images": out.images, "targets": out.targets, "masks": out.masks, "scene": out.scene})
-        write_json(tmp / "config.json", key)
-        write_json(tmp / "stats.json", stats)
-    return out, stats
+    if lift.scene_path is None:
+        raise LiftError(
+            f"scene_targets needs the scene the lift {lift.hash} was fitted on: load it with lift_scene(scene, ...)"
+        )
+    key = {"stage": "targets", "lift": lift.hash, "mask": mask}
+
+    def make(out: Path, resume: Path) -> dict[str, Any]:
+        if lift.decoder.weight.shape[0] != backbone.dim:
+            raise LiftError(
+                f"lift {lift.hash} decodes to {lift.decoder.weight.shape[0]} channels, the backbone is {backbone.dim}-d"
+            )
+        cfg = LiftConfig(**lift.config["lift"])
+        scene = load_scene(lift.scene_path, include_test_frames=bool(lift.config.get("test_frames")))
+        images = torch.stack([torch.as_tensor(v.image, dtype=torch.float32).permute(2, 0, 1) for v in scene.views])
+        H, W = images.shape[-2:]
+        h, w = backbone.grid_size(H, W)
+        rh, rw = H // cfg.train_downscale, W // cfg.train_downscale  # the size stage 1 rendered at
+        dev = backbone.device  # render where the backbone runs (CUDA: gsplat)
+        params = {k: v.to(dev) for k, v in lift.params.items() if k != "sh_degree"}
+        decoder = lift.decoder.to(dev)
+        viewmats = torch.stack([torch.as_tensor(v.world_to_cam, dtype=torch.float32) for v in scene.views]).to(dev)
+        Ks = feature_camera(
+            torch.stack([torch.as_tensor(v.K, dtype=torch.float32) for v in scene.views]), (H, W), (rh, rw)
+        ).to(dev)
+        anon = torch.stack(
+            [
+                torch.as_tensor(np.asarray(v.mask, dtype=np.float32))[None]
+                if getattr(v, "mask", None) is not None
+                else torch.ones(1, H, W)
+                for v in scene.views
+            ]
+        )  # [V, 1, H, W] 1 = use
+        anon_grid = F.interpolate(
+            anon, size=(h, w), mode="bilinear", align_corners=False
+        )  # soft, as the official loader
+        targets, masks = [], []
+        t0 = time.time()
+        with torch.no_grad():
+            for i in range(len(scene.views)):
+                feats, alphas = render_features(
+                    params,
+                    viewmats[i : i + 1],
+                    Ks[i : i + 1],
+                    rw,
+                    rh,
+                    backend=backend,
+                    near=cfg.near_plane,
+                    max_alpha=cfg.max_alpha,
+                )
+                targets.append(decode_to_grid(decoder, feats, (h, w), cfg.feature_factor)[0].cpu())
+                if mask == "alpha":
+                    covered = (F.interpolate(alphas, size=(h, w), mode="area")[0].cpu() > 0.5).float()
+                    masks.append(covered * anon_grid[i])
+                else:
+                    masks.append(anon_grid[i])
+        per_view = (time.time() - t0) / len(scene.views)
+        masks_t = torch.stack(masks)  # [V, 1, h, w]
+        if not bool((masks_t > 0).any()):
+            raise LiftError(
+                f"scene {scene.name}: every fine-tuning mask is empty (the rendered alpha never exceeds 0.5 on "
+                f"the {h}×{w} token grid, or every pixel is anonymised): the lift {lift.hash} covers nothing; "
+                "refit it (force=True) and check its held-out PSNR in notebook 02"
+            )
+        save_torch(
+            out / "targets.pt",
+            {"images": images, "targets": torch.stack(targets), "masks": masks_t, "scene": scene.name},
+        )
+        return {
+            "stage": "targets",
+            "scene": scene.name,
+            "views": len(scene.views),
+            "render_hw": [rh, rw],
+            "grid_hw": [h, w],
+            "feature_factor": cfg.feature_factor,
+            "mask": mask,
+            "render_seconds_per_view": per_view,
+            "mask_coverage": float(masks_t.mean()),
+        }
+
+    art = cache.build(
+        "targets", key, root, make, force=force, what=f"the fine-tuning targets of {lift.stats.get('scene')}"
+    )
+    t = art.torch("targets.pt")
+    return Targets(t["images"], t["targets"], t["masks"], t["scene"]), art.stats
 
 
 def random_hflip(*tensors: Tensor, generator: torch.Generator, p: float = 0.5) -> tuple[Tensor, ...]:
@@ -176,10 +223,11 @@ class _Tokens(nn.Module):
         return self.model.forward_features(x)
 
 
-def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean |pred − target| over masked token positions. pred, target [B, D, h, w], mask [B, 1, h, w] in 0..1."""
-    m = (mask > 0.5).to(pred.dtype)
-    return ((pred - target).abs() * m).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
+def masked_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """The official masked L1: ``sum(|pred − target| · w) / (sum(w) · D)``. pred, target [B, D, h, w]; weight
+    [B, 1, h, w] in 0..1 (soft, e.g. an anonymisation mask resized bilinearly, or a binary coverage mask)."""
+    w = weight.to(pred.dtype)
+    return ((pred - target).abs() * w).sum() / (w.sum() * pred.shape[1]).clamp_min(1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,16 +236,36 @@ def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: FinetuneConfig) -> torch.optim.AdamW:
-    """AdamW as the official code; the fused kernel (CPU and CUDA in torch >= 2.4) keeps the step near the backbone's cost."""
+    """AdamW as the official code; the fused kernel (CPU, CUDA; torch >= 2.4) keeps a step near the backbone's cost."""
     try:
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, TypeError):  # older torch or an unsupported device
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
-def finetune_key(backbone: Backbone, lift_dirs: list[Path], cfg: FinetuneConfig) -> dict[str, Any]:
-    return {"stage": "finetune", "backbone": backbone.name, "weights": backbone.weights,
-            "lifts": sorted(f"{Path(p).parent.name}/{Path(p).name}" for p in lift_dirs), "finetune": dataclasses.asdict(cfg)}
+def finetune_key(backbone: Backbone, lifts: list[LiftResult], cfg: FinetuneConfig) -> dict[str, Any]:
+    """Portable: the backbone by its identity and the lifts by their artifact hashes."""
+    return {
+        "stage": "finetune",
+        **backbone.identity(),
+        "lifts": sorted(lf.hash for lf in lifts),
+        "finetune": dataclasses.asdict(cfg),
+    }
+
+
+def epoch_batches(n: int, batch_size: int, world_size: int, rank: int, seed: int, epoch: int) -> list[list[int]]:
+    """This process's batches of one epoch: torch's ``DistributedSampler`` (shuffled by seed + epoch, each process a
+    disjoint share, the remainder dropped so every process takes the same number of steps), cut into batches.
+
+    One process gets ``randperm(n)`` of that seed, so a single-process run is unchanged by DDP support; with N
+    processes an epoch has N times fewer steps and no sample is seen twice.
+    """
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    mine = list(sampler)
+    return [mine[i : i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
 
 
 @torch.no_grad()
@@ -209,7 +277,10 @@ def validation_l1(backbone: Backbone, data: list[Targets], batch_size: int = 4) 
     for t in data:
         for i in range(0, t.images.shape[0], batch_size):
             patch, _ = backbone.forward_tokens(t.images[i : i + batch_size])
-            total += float(masked_l1(patch.cpu(), t.targets[i : i + batch_size], t.masks[i : i + batch_size])) * patch.shape[0]
+            total += (
+                float(masked_l1(patch.cpu(), t.targets[i : i + batch_size], t.masks[i : i + batch_size]))
+                * patch.shape[0]
+            )
             count += patch.shape[0]
     backbone.model.train(was)
     return total / max(count, 1)
@@ -217,102 +288,198 @@ def validation_l1(backbone: Backbone, data: list[Targets], batch_size: int = 4) 
 
 @dataclass
 class FinetuneResult:
-    path: Path
+    artifact: Artifact | None  # None on the non-main processes of a DDP run (rank 0 writes)
     stats: dict[str, Any]
     losses: dict[str, list[float]]
+    seen: list[int] = field(default_factory=list)  # sample indices this process trained on (this call only)
+
+    @property
+    def path(self) -> Path:
+        if self.artifact is None:
+            raise RuntimeError("only the main process of a DDP run writes the fine-tuned model")
+        return self.artifact.path
+
+    @property
+    def hash(self) -> str:
+        return self.artifact.hash if self.artifact is not None else ""
 
     @property
     def weights_path(self) -> Path:
         return self.path / "model.pth"
 
     def load(self, device: str = "auto") -> Backbone:
-        """The fine-tuned backbone (a timm model with our weights)."""
-        return load_backbone(self.stats["backbone"], weights=str(self.weights_path), device=device)
+        """The fine-tuned backbone (a timm model with our weights, at the precision it was trained in), named by its
+        artifact in later keys."""
+        bb = load_backbone(self.stats["backbone"], weights=str(self.weights_path), device=device,
+                           precision=self.stats.get("precision", "fp32"))  # fmt: skip
+        bb.source_id = f"finetune/{self.hash}"
+        return bb
 
 
 def finetune(
-    train_lifts: list[str | Path],
+    train_lifts: list[LiftResult],
     backbone: Backbone,
     cfg: FinetuneConfig | None = None,
     *,
-    val_lifts: list[str | Path] = (),
+    val_lifts: list[LiftResult] = (),
     root: str | Path | None = None,
     backend: str = "auto",
     force: bool = False,
     max_steps: int | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``backbone`` (in place) on the rendered targets of the lift artifacts ``train_lifts``.
+    """Fine-tune ``backbone`` (in place) on the rendered targets of the lifted scenes ``train_lifts``.
 
-    Cached by config hash (backbone, weights, lift artifacts, settings). ``val_lifts`` (held-out scenes) give the
-    validation L1 before/after. Under ``torchrun`` each process takes its share of every batch and gradients are
-    averaged (DDP). ``max_steps`` stops early with a checkpoint, to test resuming.
+    Cached by config hash (backbone identity, lift artifacts, settings). ``val_lifts`` (held-out scenes) give the
+    validation L1 before/after. Under ``torchrun`` each process takes a disjoint share of every epoch (a distributed
+    sampler) and DDP averages the gradients; rank 0 writes the artifact. ``max_steps`` stops early with a checkpoint
+    (TimeoutError): calling again resumes, with the RNG states, to the same result as an uninterrupted run.
     """
-    from .distributed import init_distributed, wrap_ddp
+    from .distributed import init_distributed
 
     cfg = cfg or FinetuneConfig()
+    if cfg.mode == "released":
+        raise ValueError(
+            "finetune.mode='released' loads FiT3D's checkpoint instead of training: use finetune.released()"
+        )
     root = Path(root) if root is not None else DEFAULT_ARTIFACTS
-    for p in list(train_lifts) + list(val_lifts):
-        if not artifact_complete(p):
-            raise LiftError(f"no lift artifact at {p}: run stage 1 (notebook 02, fit3d_helpers.lift.lift_scene) for that scene first.")
-    key = finetune_key(backbone, [Path(p) for p in train_lifts], cfg)
-    out = root / "finetune" / config_hash(key)
-    if artifact_complete(out) and not force:
-        return FinetuneResult(out, read_json(out / "stats.json"), read_json(out / "losses.json"))
+    key = finetune_key(backbone, list(train_lifts), cfg)
     dist = init_distributed(device=backbone.device)
-    seed_everything(cfg.seed)
-    data = [scene_targets(p, backbone, target_factor=cfg.target_factor, root=root, backend=backend) for p in train_lifts]
-    target_stats = [s for _, s in data]
-    train = [t for t, _ in data]
-    val = [scene_targets(p, backbone, target_factor=cfg.target_factor, root=root, backend=backend)[0] for p in val_lifts]
-    val_before = validation_l1(backbone, val) if val else float("nan")
+    seen: list[int] = []
+    box: dict[str, Any] = {}
 
-    model = backbone.model
-    params = add_lora(model, cfg.lora_rank, cfg.lora_blocks) if cfg.mode == "lora" else [p for p in model.parameters() if p.requires_grad]
-    if cfg.mode not in ("full", "lora"):
-        raise ValueError(f"mode must be 'full' or 'lora', got {cfg.mode!r}")
-    n_trainable = sum(p.numel() for p in params)
-    optimizer = make_optimizer(params, cfg)
-    runner = wrap_ddp(_Tokens(model), dist)  # DDP needs forward() to be the thing we differentiate
+    def make(out: Path, resume: Path) -> dict[str, Any]:
+        stats, losses = _train(
+            list(train_lifts),
+            list(val_lifts),
+            backbone,
+            cfg,
+            dist,
+            out,
+            resume,
+            root,
+            backend,
+            max_steps,
+            seen,
+            shared_resume=cache.key_dir(root, "finetune", key) / ".resume",
+        )
+        box["losses"] = losses
+        return stats
 
-    # (scene, view) pairs, shuffled per epoch with one generator; each rank takes every world_size-th batch
-    pairs = [(s, v) for s, t in enumerate(train) for v in range(t.images.shape[0])]
-    steps_per_epoch = len(pairs) // cfg.batch_size
-    total_steps = steps_per_epoch * cfg.epochs
-    partial = out.parent / f".partial-{out.name}"
-    ckpt_path = partial / "checkpoint.pt"
-    step, losses, elapsed = 0, {"step": [], "loss": []}, 0.0
-    if ckpt_path.is_file() and not force:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        step, losses, elapsed = ck["step"], ck["losses"], ck["elapsed"]
-    model.train()
-    t0 = time.time()
-    bar = progress(total=total_steps, initial=step, desc="fine-tune", disable=not dist.is_main)
-    while step < total_steps:
-        epoch, within = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
-        batch = [pairs[j] for j in order[within * cfg.batch_size : (within + 1) * cfg.batch_size]]
-        flip_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
-        if dist.world_size > 1:
-            batch = batch[dist.rank :: dist.world_size] or batch[:1]
-        imgs = torch.stack([train[s].images[v] for s, v in batch])  # [B, 3, H, W]
-        tgts = torch.stack([train[s].targets[v] for s, v in batch])  # [B, D, h, w]
-        msks = torch.stack([train[s].masks[v] for s, v in batch])  # [B, 1, h, w]
-        if cfg.flip:
-            imgs, tgts, msks = random_hflip(imgs, tgts, msks, generator=flip_gen)
-        dev = backbone.device
-        x = backbone.preprocess(imgs.to(dev))
-        tokens = runner(x)  # [B, prefix + h*w, D], normed
-        h, w = tgts.shape[-2:]
-        patch = tokens[:, model.num_prefix_tokens :].transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-        loss = masked_l1(patch, tgts.to(dev), msks.to(dev))
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"fine-tune step {step}: loss is {float(loss)} (not finite); no artifact written. Lower lr.")
+    if dist.is_main:
+        art = cache.build("finetune", key, root, make, force=force, what="the fine-tuned model")
+        return FinetuneResult(art, art.stats, art.json("losses.json"), seen)
+    stats = cache.run_uncommitted(make)
+    return FinetuneResult(None, stats, box.get("losses", {}), seen)
+
+
+def train_step(
+    backbone: Backbone,
+    runner: nn.Module,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    targets: Tensor,
+    weights: Tensor,
+    cfg: FinetuneConfig,
+    flip_generator: torch.Generator,
+) -> Tensor:
+    """One step of stage 2 (what the loop runs, and notebook 03 shows): flip, the model's normed patch tokens, the
+    masked L1 against the rendered targets, backward, clip, AdamW. images [B, 3, H, W] 0..1, targets [B, D, h, w],
+    weights [B, 1, h, w]; ``runner``: the model's ``forward_features`` (DDP-wrapped under torchrun). Returns the loss.
+    """
+    if cfg.flip:
+        images, targets, weights = random_hflip(images, targets, weights, generator=flip_generator)
+    dev = backbone.device
+    tokens = runner(backbone.preprocess(images.to(dev)))  # [B, prefix + h*w, D], after the final norm
+    h, w = targets.shape[-2:]
+    patch = tokens[:, backbone.model.num_prefix_tokens :].transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+    loss = masked_l1(patch, targets.to(dev), weights.to(dev))
+    if torch.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
         optimizer.step()
+    return loss.detach()
+
+
+def tokens_runner(backbone: Backbone) -> nn.Module:
+    """The module whose forward is the backbone's ``forward_features`` (what a training step differentiates)."""
+    return _Tokens(backbone.model)
+
+
+def _train(
+    train_lifts: list[LiftResult],
+    val_lifts: list[LiftResult],
+    backbone: Backbone,
+    cfg: FinetuneConfig,
+    dist: Any,
+    out: Path,
+    resume: Path,
+    root: Path,
+    backend: str,
+    max_steps: int | None,
+    seen: list[int],
+    *,
+    shared_resume: Path,
+) -> tuple[dict[str, Any], dict[str, list]]:
+    """The stage-2 loop; writes model.pth and losses.json into ``out`` (main process) and returns (stats, losses)."""
+    from .distributed import wrap_ddp
+
+    seed_everything(cfg.seed)
+    data = [scene_targets(lf, backbone, mask=cfg.mask, root=root, backend=backend) for lf in train_lifts]
+    target_stats = [s for _, s in data]
+    train = [t for t, _ in data]
+    val = [scene_targets(lf, backbone, mask=cfg.mask, root=root, backend=backend)[0] for lf in val_lifts]
+    val_before = validation_l1(backbone, val) if val else float("nan")
+
+    model = backbone.model
+    params = (
+        add_lora(model, cfg.lora_rank, cfg.lora_blocks)
+        if cfg.mode == "lora"
+        else [p for p in model.parameters() if p.requires_grad]
+    )
+    n_trainable = sum(p.numel() for p in params)
+    optimizer = make_optimizer(params, cfg)
+    runner = wrap_ddp(_Tokens(model), dist)  # DDP needs forward() to be the thing we differentiate
+
+    pairs = [
+        (s, v) for s, t in enumerate(train) for v in range(t.images.shape[0])
+    ]  # (scene, view), sample index = position
+    steps_per_epoch = len(epoch_batches(len(pairs), cfg.batch_size, dist.world_size, dist.rank, cfg.seed, 0))
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(pairs)} training views cannot fill one batch of {cfg.batch_size} on each of {dist.world_size} "
+            "process(es): lower finetune.batch_size or use fewer processes"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+    ckpt_path = (resume if dist.is_main else shared_resume) / "checkpoint.pt"
+    step, losses, elapsed = 0, {"step": [], "loss": []}, 0.0
+    ck = cache.load_resume(ckpt_path)
+    if ck is not None and ck.get("format") != _CHECKPOINT_FORMAT:
+        warnings.warn(f"{ckpt_path} was written by another version of the course; starting from scratch", stacklevel=2)
+        ck = None
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        step, losses, elapsed = ck["step"], ck["losses"], ck["elapsed"]
+        set_rng_state(ck["rng"])
+    model.train()
+    t0 = time.time()
+    bar = progress(total=total_steps, initial=step, desc="fine-tune", **({} if dist.is_main else {"disable": True}))
+    while step < total_steps:
+        epoch, within = divmod(step, steps_per_epoch)
+        batch_ids = epoch_batches(len(pairs), cfg.batch_size, dist.world_size, dist.rank, cfg.seed, epoch)[within]
+        seen.extend(batch_ids)
+        batch = [pairs[j] for j in batch_ids]
+        flip_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step * dist.world_size + dist.rank)
+        imgs = torch.stack([train[s].images[v] for s, v in batch])  # [B, 3, H, W]
+        tgts = torch.stack([train[s].targets[v] for s, v in batch])  # [B, D, h, w]
+        msks = torch.stack([train[s].masks[v] for s, v in batch])  # [B, 1, h, w]
+        loss = train_step(backbone, runner, params, optimizer, imgs, tgts, msks, cfg, flip_gen)
+        if not torch.isfinite(loss):
+            raise RuntimeError(
+                f"fine-tune step {step}: loss is {float(loss)} (not finite); no artifact written. Lower finetune.lr."
+            )
         step += 1
         losses["step"].append(step)
         losses["loss"].append(loss.item())
@@ -320,8 +487,18 @@ def finetune(
         bar.set_postfix(loss=f"{losses['loss'][-1]:.4f}")
         stop = max_steps is not None and step >= max_steps and step < total_steps
         if dist.is_main and (step % cfg.checkpoint_every == 0 or stop):
-            save_torch(ckpt_path, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses,
-                                   "elapsed": elapsed + time.time() - t0})
+            save_torch(
+                ckpt_path,
+                {
+                    "format": _CHECKPOINT_FORMAT,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "losses": losses,
+                    "elapsed": elapsed + time.time() - t0,
+                    "rng": rng_state(),
+                },
+            )
         if stop:
             raise TimeoutError(f"fine-tuning stopped at step {step} (max_steps); call again to resume from {ckpt_path}")
     bar.close()
@@ -330,23 +507,35 @@ def finetune(
         merge_lora(model)
     model.eval()
     val_after = validation_l1(backbone, val) if val else float("nan")
-    stats = {"stage": "finetune", **backbone.describe(), "mode": cfg.mode, "epochs": cfg.epochs, "lr": cfg.lr, "steps": total_steps,
-             "trainable_params": n_trainable, "train_scenes": [t.scene for t in train], "val_scenes": [t.scene for t in val],
-             "train_views": len(pairs), "val_l1_before": val_before, "val_l1_after": val_after, "final_loss": losses["loss"][-1] if losses["loss"] else None,
-             "wall_seconds": round(wall, 1), "seconds_per_step": wall / max(total_steps, 1), "target_factor": cfg.target_factor,
-             "target_render_seconds_per_view": sum(s["render_seconds_per_view"] for s in target_stats) / len(target_stats),
-             "full_size_render_seconds_per_view": sum(s["full_size_render_seconds_per_view"] for s in target_stats) / len(target_stats),
-             "world_size": dist.world_size}
+    stats = {
+        "stage": "finetune",
+        **backbone.describe(),
+        "mode": cfg.mode,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "steps": total_steps,
+        "trainable_params": n_trainable,
+        "train_scenes": [t.scene for t in train],
+        "val_scenes": [t.scene for t in val],
+        "train_views": len(pairs),
+        "val_l1_before": val_before,
+        "val_l1_after": val_after,
+        "final_loss": losses["loss"][-1] if losses["loss"] else None,
+        "wall_seconds": round(wall, 1),
+        "seconds_per_step": wall / max(total_steps, 1),
+        "mask": cfg.mask,
+        "feature_factor": target_stats[0]["feature_factor"],
+        "target_render_seconds_per_view": sum(s["render_seconds_per_view"] for s in target_stats) / len(target_stats),
+        "world_size": dist.world_size,
+        "batch_per_process": cfg.batch_size,
+        "precision": "bf16" if backbone.bf16 else "fp32",
+    }
     if dist.is_main:
-        with atomic_dir(out, overwrite=True) as tmp:
-            save_torch(tmp / "model.pth", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-            write_json(tmp / "config.json", key)
-            write_json(tmp / "losses.json", losses)
-            write_json(tmp / "stats.json", stats)
-        shutil.rmtree(partial, ignore_errors=True)
-    return FinetuneResult(out, stats, losses)
+        save_torch(out / "model.pth", {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        write_json(out / "losses.json", losses)
+    return stats, losses
 
 
-def released(model: str = "dinov2_small", device: str = "auto") -> Backbone:
+def released(model: str = "dinov2_small", device: str = "auto", precision: str = "fp32") -> Backbone:
     """Demo-inference mode: skip training and load the released FiT3D checkpoint (needs the internet once)."""
-    return load_backbone(model, weights="fit3d", device=device)
+    return load_backbone(model, weights="fit3d", device=device, precision=precision)

@@ -18,7 +18,15 @@ from torch import Tensor
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
+SH_C3 = (
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
+)
 
 PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh0", "shN", "features")
 
@@ -63,24 +71,28 @@ def sh_to_rgb(sh0: Tensor, shN: Tensor, dirs: Tensor, degree: int) -> Tensor:
     return torch.clamp_min(result + 0.5, 0.0)
 
 
-def knn_mean_distance(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
-    """Mean distance to the k nearest other points, in chunks (plain torch, no CUDA k-NN). points [N, 3] -> [N]."""
-    out = torch.empty(points.shape[0], dtype=points.dtype)
+def knn_mean_sq_distance(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
+    """Mean *squared* distance to the k nearest other points (Inria's ``distCUDA2``), in chunks, plain torch.
+    points [N, 3] -> [N]."""
+    out = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
     for i in range(0, points.shape[0], chunk):
         d = torch.cdist(points[i : i + chunk], points)  # [c, N]
         d[torch.arange(d.shape[0]), torch.arange(i, i + d.shape[0])] = float("inf")  # not itself
-        out[i : i + chunk] = d.topk(min(k, points.shape[0] - 1), largest=False).values.mean(-1)
+        out[i : i + chunk] = d.topk(min(k, points.shape[0] - 1), largest=False).values.square().mean(-1)
     return out
 
 
-def init_gaussians(points: Tensor, colors: Tensor, *, feature_dim: int, sh_degree: int, init_opacity: float = 0.1, seed: int = 0) -> dict[str, Tensor]:
-    """Gaussians at ``points`` [N, 3] with ``colors`` [N, 3]; scales from the k-NN distance, as 3DGS does."""
+def init_gaussians(
+    points: Tensor, colors: Tensor, *, feature_dim: int, sh_degree: int, init_opacity: float = 0.1, seed: int = 0
+) -> dict[str, Tensor]:
+    """Gaussians at ``points`` [N, 3] with ``colors`` [N, 3], initialised as the official code: scales
+    ``sqrt(mean squared 3-NN distance)`` (clamped at 1e-7 before the root), identity rotations, opacity 0.1, SH from
+    the colours, features zero."""
     if points.ndim != 2 or points.shape[1] != 3 or points.shape[0] < 4:
         raise ValueError(f"need a point cloud [N >= 4, 3] to initialise Gaussians, got {tuple(points.shape)}")
-    gen = torch.Generator().manual_seed(seed)
     points = points.float()
     n = points.shape[0]
-    dist = knn_mean_distance(points).clamp_min(1e-4)
+    dist = torch.sqrt(knn_mean_sq_distance(points).clamp_min(1e-7))
     return {
         "means": points.clone(),  # [N, 3]
         "quats": torch.cat([torch.ones(n, 1), torch.zeros(n, 3)], 1),  # [N, 4] wxyz identity
@@ -88,7 +100,7 @@ def init_gaussians(points: Tensor, colors: Tensor, *, feature_dim: int, sh_degre
         "opacity_logits": torch.full((n,), math.log(init_opacity / (1 - init_opacity))),  # [N]
         "sh0": rgb_to_sh(colors.float().clamp(0, 1))[:, None, :],  # [N, 1, 3]
         "shN": torch.zeros(n, num_sh_bases(sh_degree) - 1, 3),  # [N, K-1, 3]
-        "features": 0.01 * torch.randn(n, feature_dim, generator=gen),  # [N, F]
+        "features": torch.zeros(n, feature_dim),  # [N, F]
     }
 
 

@@ -1,227 +1,291 @@
-"""Stage-level entry points the notebooks (and the ablations) call: one function per stage, cached by config hash.
+"""The stages as the notebooks call them: one function per stage, from a :class:`~fit3d_helpers.profiles.Profile`.
 
-Each function takes a :class:`~fit3d_helpers.profiles.Profile`, finds what earlier stages wrote by hashing the
-configs that made it (never by parsing folder names), and returns what it made plus its stats.
+Each stage finds what earlier stages made by the hash of the settings that made it (:mod:`fit3d_helpers.cache`),
+never by parsing folder names. **A missing input is handled the same way at every stage** (:func:`_missing`): with
+``profile.on_missing == "compute"`` (smoke: minutes) the stage computes it through the same cache and prints what it
+computes and roughly how long that takes; with ``"error"`` (paper: hours) it raises :class:`~.cache.MissingArtifact`
+naming the notebook to run first. So a notebook opened alone (a fresh Colab runtime) either completes or says, in one
+line, what to run.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from . import cache
 from .backbone import Backbone, load_backbone
+from .cache import MissingArtifact, scene_id
 from .data import load_scene, reprojection_consistency
 from .distributed import shard as shard_items
-from .finetune import FinetuneConfig, FinetuneResult, finetune
-from .lift import LiftConfig, LiftError, LiftResult, lift_dir, lift_scene, load_lift
-from .profiles import Profile, SceneSplit, scenes_for
-from .utils import artifact_complete, atomic_dir, config_hash, read_json, save_torch, write_json
+from .finetune import FinetuneResult, finetune, finetune_key, released
+from .lift import LiftResult, lift_key, lift_scene, load_lift
+from .probe import run_probes
+from .profiles import ConfigError, Profile, SceneSplit, scenes_for
+
+NOTEBOOK_OF = {"data": "01_data", "lift": "02_lift_to_gaussians", "finetune": "03_finetune", "probe": "04_probe"}
+
+# Rough CPU costs of the smoke profile on 2 cores (measured, see benchmarks/bench_course.py), for the printed notes.
+_SECONDS_PER_LIFT_ITERATION_CPU = 0.15
+_SECONDS_PER_FINETUNE_STEP_CPU = 0.9
 
 
-def data_stage(profile: Profile, artifacts_dir: str | Path = "artifacts", *, workers: int = 2) -> tuple[SceneSplit, dict[str, Any]]:
-    """Generate (or find) the profile's scenes and record their multi-view consistency in ``artifacts/data/<hash>``."""
+def _missing(prof: Profile, what: str, stage: str, seconds: float | None, needed_by: str) -> None:
+    """The one rule for a missing input: compute it (with a note) or stop naming the notebook that makes it."""
+    nb = NOTEBOOK_OF[stage]
+    if prof.on_missing == "error":
+        raise MissingArtifact(
+            f"{needed_by} needs {what}, which is not in the artifacts folder for these settings: run "
+            f"notebook {nb} first with the same profile ({prof.name!r}) and overrides."
+        )
+    eta = f", roughly {max(1, round(seconds / 60))} min on 2 CPU cores" if seconds else ""
+    print(f"[{needed_by}] {what} not found: computing it now{eta} (notebook {nb} shows this step).", flush=True)
+
+
+def data_stage(
+    prof: Profile, artifacts_dir: str | Path = "artifacts", *, workers: int = 2
+) -> tuple[SceneSplit, dict[str, Any]]:
+    """Generate (or find) the profile's scenes and record their multi-view consistency (``artifacts/data``)."""
     t0 = time.time()
-    split = scenes_for(profile, workers=workers)
-    key = {"stage": "data", "dataset": profile.dataset, "scenes": [str(p) for p in split.train + split.val]}
-    out = Path(artifacts_dir) / "data" / config_hash(key)
-    if artifact_complete(out):
-        return split, read_json(out / "stats.json")
-    gen_seconds = time.time() - t0
-    meta_path = Path(split.train[0]).parent.parent / "dataset.json" if split.train else None
-    if meta_path is not None and meta_path.is_file():
-        gen_seconds = float(read_json(meta_path).get("seconds", gen_seconds))
-    per_scene = {}
-    for path in split.train + split.val:
-        scene = load_scene(path)
-        per_scene[scene.name] = float(np.mean([reprojection_consistency(a, b, 0.03) for a, b in zip(scene.views[:-1], scene.views[1:])]))
-    stats = {"stage": "data", "profile": profile.name, "dataset": profile.dataset, "train_scenes": len(split.train), "val_scenes": len(split.val),
-             "views_per_scene": len(load_scene(split.train[0]).views) if split.train else 0,
-             "image_hw": [profile.height, profile.width], "generate_seconds": round(gen_seconds, 1),
-             "consistency_3cm_mean": float(np.mean(list(per_scene.values()))), "consistency_3cm_min": float(np.min(list(per_scene.values()))),
-             "consistency_per_scene": per_scene}
-    with atomic_dir(out, overwrite=True) as tmp:
-        write_json(tmp / "config.json", key)
-        write_json(tmp / "stats.json", stats)
-    return split, stats
+    split = scenes_for(prof, workers=workers)
+    key = {"stage": "data", "dataset": prof.data.dataset, "scenes": [scene_id(p) for p in split.train + split.val]}
+
+    def make(out: Path, resume: Path) -> dict[str, Any]:
+        if not split.train + split.val:  # probes-only profile (nyu): nothing to check here
+            return {
+                "stage": "data",
+                "profile": prof.name,
+                "dataset": prof.data.dataset,
+                "train_scenes": 0,
+                "val_scenes": 0,
+            }
+        gen_seconds = time.time() - t0
+        meta_path = Path(split.train[0]).parent.parent / "dataset.json" if split.train else None
+        if meta_path is not None and meta_path.is_file():
+            gen_seconds = float(cache.load_json(meta_path).get("seconds", gen_seconds))
+        per_scene = {}
+        views = 0
+        for path in split.train + split.val:
+            scene = load_scene(path)
+            views = views or len(scene.views)
+            pairs = zip(scene.views[:-1], scene.views[1:])
+            per_scene[scene.name] = float(np.mean([reprojection_consistency(a, b, 0.03) for a, b in pairs]))
+        return {
+            "stage": "data",
+            "profile": prof.name,
+            "dataset": prof.data.dataset,
+            "train_scenes": len(split.train),
+            "val_scenes": len(split.val),
+            "views_per_scene": views,
+            "image_hw": [prof.data.height, prof.data.width],
+            "generate_seconds": round(gen_seconds, 1),
+            "consistency_3cm_mean": float(np.mean(list(per_scene.values()))),
+            "consistency_3cm_min": float(np.min(list(per_scene.values()))),
+            "consistency_per_scene": per_scene,
+        }
+
+    art = cache.build("data", key, artifacts_dir, make, what="the scene statistics")
+    return split, art.stats
 
 
-def backbone_for(profile: Profile, device: str = "auto", weights: str | None = None) -> Backbone:
+def backbone_for(prof: Profile, device: str = "auto", weights: str | None = None) -> Backbone:
     """The profile's backbone (random init, flagged, when the hub is unreachable)."""
-    return load_backbone(profile.backbone, weights or profile.weights, device=device)
+    return load_backbone(prof.backbone.name, weights or prof.backbone.weights, device=device,
+                         precision=prof.backbone.precision)  # fmt: skip
 
 
-def lift_scenes(profile: Profile, split: SceneSplit) -> list[Path]:
-    """Scenes stage 1 fits: every training scene, plus the first ``n_val_lift`` held-out ones (fine-tune validation)."""
-    return list(split.train) + list(split.val[: profile.n_val_lift])
+def lift_scenes(prof: Profile, split: SceneSplit) -> list[Path]:
+    """Scenes stage 1 fits: the training scenes and the first ``data.n_val_lift`` held-out ones (stage 2 validation)."""
+    return list(split.train) + list(split.val[: prof.data.n_val_lift])
 
 
-def lift_stage(profile: Profile, backbone: Backbone, split: SceneSplit, artifacts_dir: str | Path = "artifacts", *,
-               shard: str | None = None, backend: str = "auto", force: bool = False) -> list[LiftResult]:
+def lift_stage(
+    prof: Profile,
+    backbone: Backbone,
+    split: SceneSplit,
+    artifacts_dir: str | Path = "artifacts",
+    *,
+    shard: str | None = None,
+    backend: str = "auto",
+    force: bool = False,
+) -> list[LiftResult]:
     """Fit every scene of this shard ("i/n": round-robin, so n machines cover every scene once)."""
-    return [lift_scene(s, backbone, profile.lift, root=artifacts_dir, backend=backend, force=force) for s in shard_items(lift_scenes(profile, split), shard)]
+    return [
+        lift_scene(
+            s,
+            backbone,
+            prof.lift,
+            root=artifacts_dir,
+            backend=backend,
+            force=force,
+            include_test_frames=prof.data.include_test_frames,
+            expected_wh=_expected_wh(prof),
+        )
+        for s in shard_items(lift_scenes(prof, split), shard)
+    ]
 
 
-def load_lifts(profile: Profile, backbone: Backbone, scenes: list[Path], artifacts_dir: str | Path = "artifacts") -> list[LiftResult]:
-    """Stage 1's artifacts for ``scenes`` (by config hash); a missing one raises naming the scene and the call."""
+def _expected_wh(prof: Profile) -> tuple[int, int] | None:
+    """Real scenes must come at the profile's image size (ScanNet++: the official 876×584); generated ones do."""
+    return (prof.data.width, prof.data.height) if prof.data.dataset == "scannetpp" else None
+
+
+def lifts_for(
+    prof: Profile,
+    backbone: Backbone,
+    scenes: list[Path],
+    artifacts_dir: str | Path = "artifacts",
+    *,
+    needed_by: str = "this stage",
+    backend: str = "auto",
+) -> list[LiftResult]:
+    """Stage 1's artifacts of ``scenes`` (found by hash); missing ones follow the profile's ``on_missing`` rule."""
+    found = {
+        s: cache.lookup("lift", lift_key(s, backbone, prof.lift, prof.data.include_test_frames), artifacts_dir)
+        for s in scenes
+    }
+    missing = [s for s, a in found.items() if a is None]
+    if missing:
+        _missing(
+            prof,
+            f"stage 1 (the lift) of {len(missing)} scene(s)",
+            "lift",
+            len(missing) * prof.lift.iterations * _SECONDS_PER_LIFT_ITERATION_CPU,
+            needed_by,
+        )
     out = []
     for s in scenes:
-        path = lift_dir(s, backbone, profile.lift, artifacts_dir)
-        if not artifact_complete(path):
-            raise LiftError(f"no lift artifact for scene {s} with these settings (expected {path}): run notebook 02 "
-                            f"(or fit3d_helpers.lift.lift_scene({str(s)!r}, backbone, profile.lift)) with the same profile, backbone and weights first.")
-        out.append(load_lift(path, expect_dim=backbone.dim, expect_feature_dim=profile.lift.feature_dim))
+        if found[s] is not None:
+            out.append(
+                load_lift(found[s], expect_dim=backbone.dim, expect_feature_dim=prof.lift.feature_dim, scene_path=s)
+            )
+        else:
+            out.append(
+                lift_scene(
+                    s,
+                    backbone,
+                    prof.lift,
+                    root=artifacts_dir,
+                    backend=backend,
+                    include_test_frames=prof.data.include_test_frames,
+                    expected_wh=_expected_wh(prof),
+                )
+            )
     return out
 
 
-def finetune_stage(profile: Profile, backbone: Backbone, split: SceneSplit, artifacts_dir: str | Path = "artifacts", *,
-                   lifts: list[Path] | None = None, val_lifts: list[Path] | None = None, backend: str = "auto",
-                   force: bool = False) -> FinetuneResult:
+def finetune_stage(
+    prof: Profile,
+    backbone: Backbone,
+    split: SceneSplit,
+    artifacts_dir: str | Path = "artifacts",
+    *,
+    lifts: list[LiftResult] | None = None,
+    val_lifts: list[LiftResult] | None = None,
+    backend: str = "auto",
+    force: bool = False,
+    needed_by: str = "fine-tuning",
+) -> FinetuneResult:
     """Fine-tune ``backbone`` in place on the training scenes' rendered targets (or load the cached result).
 
     ``lifts`` / ``val_lifts`` default to stage 1's artifacts of the profile's training / lifted held-out scenes.
     """
     if lifts is None:
-        lifts = [r.path for r in load_lifts(profile, backbone, split.train, artifacts_dir)]
+        lifts = lifts_for(prof, backbone, split.train, artifacts_dir, needed_by=needed_by, backend=backend)
     if val_lifts is None:
-        val_lifts = [r.path for r in load_lifts(profile, backbone, split.val[: profile.n_val_lift], artifacts_dir)]
-    return finetune(lifts, backbone, profile.finetune, val_lifts=val_lifts, root=artifacts_dir, backend=backend, force=force)
+        val_lifts = lifts_for(
+            prof, backbone, split.val[: prof.data.n_val_lift], artifacts_dir, needed_by=needed_by, backend=backend
+        )
+    return finetune(
+        lifts, backbone, prof.finetune, val_lifts=val_lifts, root=artifacts_dir, backend=backend, force=force
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Probing
-# ----------------------------------------------------------------------------------------------------------------
-
-PROBE_VARIANTS = ("original", "finetuned", "concat", "add", "linear")
-
-
-@dataclass
-class ProbeData:
-    """Images, labels and depth of a list of scenes, stacked (views of all scenes)."""
-
-    images: torch.Tensor  # [N, H, W, 3]
-    labels: torch.Tensor  # [N, H, W] int64, 255 ignore
-    depth: torch.Tensor  # [N, H, W] metres, 0 invalid
-    scene_of: list[int]  # scene index of each view
-    views: list  # data.View objects (poses, for the 3D-awareness check)
-    classes: list[str]
-
-
-def probe_data(scenes: list[Path], max_depth: float = 10.0) -> ProbeData:
-    """Stack the views of ``scenes``; checks label ids against the class table and counts masked depth."""
-    images, labels, depth, scene_of, views, classes = [], [], [], [], [], None
-    for si, path in enumerate(scenes):
-        scene = load_scene(path)
-        classes = classes or scene.classes
-        for v in scene.views:
-            if v.labels is None or v.depth is None:
-                raise ValueError(f"{scene.name}/{v.name}: probing needs labels and depth for every view")
-            bad = (v.labels != 255) & ((v.labels < 0) | (v.labels >= len(scene.classes or [])))
-            if bad.any():
-                raise ValueError(f"{scene.name}/{v.name}: label ids {sorted(set(v.labels[bad].tolist()))[:5]} are outside the class table "
-                                 f"(0..{len(scene.classes or []) - 1}, 255 = ignore)")
-            images.append(torch.as_tensor(v.image))
-            labels.append(torch.as_tensor(v.labels).long())
-            d = torch.as_tensor(v.depth).float()
-            depth.append(torch.where(torch.isfinite(d) & (d > 0) & (d <= max_depth), d, torch.zeros_like(d)))
-            scene_of.append(si)
-            views.append(v)
-    return ProbeData(torch.stack(images), torch.stack(labels), torch.stack(depth), scene_of, views, list(classes or []))
+def finetuned_model(
+    prof: Profile,
+    split: SceneSplit,
+    artifacts_dir: str | Path = "artifacts",
+    device: str = "auto",
+    *,
+    needed_by: str = "this notebook",
+) -> tuple[Backbone, FinetuneResult | None]:
+    """The fine-tuned backbone of the profile: FiT3D's released checkpoint (``finetune.mode="released"``), or stage 2's
+    artifact (found by hash; a missing one follows the ``on_missing`` rule)."""
+    if prof.finetune.mode == "released":
+        return released(prof.backbone.name, device, precision=prof.backbone.precision), None
+    fresh = backbone_for(prof, device)  # a copy of the original, trained in place if stage 2 must run
+    lifts = lifts_for(prof, fresh, split.train, artifacts_dir, needed_by=needed_by)
+    val_lifts = lifts_for(prof, fresh, split.val[: prof.data.n_val_lift], artifacts_dir, needed_by=needed_by)
+    if cache.lookup("finetune", finetune_key(fresh, lifts, prof.finetune), artifacts_dir) is None:
+        n_views = sum(lf.stats.get("train_views", 0) + lf.stats.get("heldout_views", 0) for lf in lifts)
+        steps = prof.finetune.epochs * max(1, n_views // prof.finetune.batch_size)
+        _missing(prof, "the fine-tuned model (stage 2)", "finetune", steps * _SECONDS_PER_FINETUNE_STEP_CPU, needed_by)
+    result = finetune(lifts, fresh, prof.finetune, val_lifts=val_lifts, root=artifacts_dir)
+    return result.load(device), result
 
 
-def cached_features(bb: Backbone, identity: str, scenes: list[Path], images: torch.Tensor, artifacts_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen (patch [N, D, h, w], cls [N, D]) of ``images``, computed once per (model identity, scenes)."""
-    key = {"stage": "features", "model": identity, "scenes": [str(p) for p in scenes]}
-    out = Path(artifacts_dir) / "features" / config_hash(key)
-    if artifact_complete(out):
-        f = torch.load(out / "features.pt", map_location="cpu", weights_only=True)
-        return f["patch"], f["cls"]
-    t0 = time.time()
-    patch, cls = bb.features(images.permute(0, 3, 1, 2), batch_size=8)
-    with atomic_dir(out, overwrite=True) as tmp:
-        save_torch(tmp / "features.pt", {"patch": patch, "cls": cls})
-        write_json(tmp / "config.json", key)
-        write_json(tmp / "stats.json", {"stage": "features", "n": int(patch.shape[0]), "seconds": round(time.time() - t0, 1)})
-    return patch, cls
+def eval_sets(prof: Profile) -> tuple[Any, Any]:
+    """The official evaluation sets the probes read (``probe.eval_root``): ((seg train, seg val), (depth train, depth
+    val)), or (None, None) to probe the profile's own scenes."""
+    if not prof.probe.eval_root:
+        return None, None
+    from . import evaldata as E
+
+    root = Path(prof.probe.eval_root)
+    if prof.data.dataset == "nyu":
+        return (E.nyuv2_seg(root, "train"), E.nyuv2_seg(root, "val")), (
+            E.nyu_depth(root, "train"),
+            E.nyu_depth(root, "test"),
+        )
+    if prof.data.dataset == "scannetpp":
+        return (E.scannetpp_seg(root, "train"), E.scannetpp_seg(root, "val")), (
+            E.scannetpp_depth(root, "train"),
+            E.scannetpp_depth(root, "val"),
+        )
+    raise ConfigError(
+        f"probe.eval_root reads the official evaluation data of 'nyu' or 'scannetpp', not {prof.data.dataset!r}"
+    )
 
 
-def _feats(variant: str, orig: torch.Tensor, ft: torch.Tensor) -> tuple[Any, str | None]:
-    """What the probe trainers take for a variant: one tensor, or an (original, fine-tuned) pair + assembly."""
-    if variant == "original":
-        return orig, None
-    if variant == "finetuned":
-        return ft, None
-    return (orig, ft), variant
+def probe_stage(
+    prof: Profile,
+    split: SceneSplit,
+    original: Backbone,
+    finetuned: Backbone,
+    artifacts_dir: str | Path = "artifacts",
+    *,
+    device: str = "auto",
+    force: bool = False,
+    tag: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Linear probes and the 3D-awareness check of ``prof.probe.variants``, cached (see :func:`probe.run_probes`):
+    on the profile's scenes, or on the official evaluation data when ``probe.eval_root`` is set."""
+    seg_sets, depth_sets = eval_sets(prof)
+    extra: dict[str, Any] = {}
+    if prof.probe.protocol == "official":
+        from .probe import OfficialSettings
+
+        extra = {"seg_sets": seg_sets, "depth_sets": depth_sets, "num_workers": prof.probe.num_workers}
+        if prof.probe.official_scale != 1:
+            extra["official"] = OfficialSettings().scaled(prof.probe.official_scale)
+    return run_probes(prof.probe, split.train, split.val, original, finetuned, artifacts_dir,
+                      max_depth=prof.data.max_depth, device=device, seed=prof.seed, force=force, tag=tag,
+                      profile_name=prof.name, **extra)  # fmt: skip
 
 
-def probe_stage(profile: Profile, split: SceneSplit, original: Backbone, finetuned: Backbone, finetune_id: str,
-                artifacts_dir: str | Path = "artifacts", *, variants: tuple[str, ...] = PROBE_VARIANTS,
-                tasks: tuple[str, ...] = ("seg", "depth"), awareness: bool = True, device: str = "auto",
-                seed: int = 0, force: bool = False, tag: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Linear probes (seg, depth) and the 3D-awareness check for each feature variant; cached by config hash.
-
-    Trained on the training scenes' views, evaluated on the held-out scenes (never seen in fine-tuning).
-    ``finetune_id`` names the fine-tuned model (its artifact hash, or "fit3d" for the released checkpoint).
-    ``tag`` (e.g. ``{"headline": True}`` or ``{"ablation": "epochs", "value": 2}``) tells the report what the run is.
-    """
-    from . import awareness as A
-    from . import probe as P
-
-    key = {"stage": "probe", "original": original.describe(), "finetuned": finetune_id, "train": [str(p) for p in split.train],
-           "val": [str(p) for p in split.val], "variants": list(variants), "tasks": list(tasks), "awareness": awareness,
-           "steps": [profile.probe_steps_seg, profile.probe_steps_depth], "lr_depth": profile.probe_lr_depth, "batch": profile.probe_batch, "max_depth": profile.max_depth, "seed": seed}  # the tag is not part of the key: equal runs are shared
-    out = Path(artifacts_dir) / "probe" / config_hash(key)
-    if artifact_complete(out) and not force:
-        return {**read_json(out / "stats.json"), "path": str(out)}
-    t0 = time.time()
-    train, val = probe_data(split.train, profile.max_depth), probe_data(split.val, profile.max_depth)
-    o_tr, oc_tr = cached_features(original, json.dumps(original.describe(), sort_keys=True), split.train, train.images, artifacts_dir)
-    o_va, oc_va = cached_features(original, json.dumps(original.describe(), sort_keys=True), split.val, val.images, artifacts_dir)
-    f_tr, fc_tr = cached_features(finetuned, finetune_id, split.train, train.images, artifacts_dir)
-    f_va, fc_va = cached_features(finetuned, finetune_id, split.val, val.images, artifacts_dir)
-    results: dict[str, dict[str, dict[str, float]]] = {t: {} for t in tasks}
-    examples: dict[str, dict[str, torch.Tensor]] = {}
-    curves: dict[str, list[float]] = {}
-    for variant in variants:
-        feats_tr, asm = _feats(variant, o_tr, f_tr)
-        feats_va, _ = _feats(variant, o_va, f_va)
-        if "seg" in tasks:
-            r = P.train_seg_probe(feats_tr, train.labels, feats_va, val.labels, len(train.classes), steps=profile.probe_steps_seg,
-                                  batch_size=profile.probe_batch, device=device, seed=seed, assembly=asm)
-            results["seg"][variant] = {k: v for k, v in r.metrics.items()}
-            examples[f"seg/{variant}"], curves[f"seg/{variant}"] = r.examples, r.losses
-        if "depth" in tasks:
-            # the CLS token: the fine-tuned model's for "finetuned", else the original's (as FiT3D's assembled heads)
-            cls_tr, cls_va = (fc_tr, fc_va) if variant == "finetuned" else (oc_tr, oc_va)
-            r = P.train_depth_probe(feats_tr, cls_tr, train.depth, feats_va, cls_va, val.depth, steps=profile.probe_steps_depth, lr=profile.probe_lr_depth,
-                                    batch_size=profile.probe_batch, max_depth=profile.max_depth, device=device, seed=seed, assembly=asm)
-            results["depth"][variant] = {k: v for k, v in r.metrics.items()}
-            examples[f"depth/{variant}"], curves[f"depth/{variant}"] = r.examples, r.losses
-    aware: dict[str, dict[str, float]] = {}
-    if awareness:
-        grid = tuple(o_va.shape[-2:])
-        pairs = []
-        for si in sorted(set(val.scene_of)):
-            ids = [i for i, s in enumerate(val.scene_of) if s == si]
-            pairs += [(ids[a], ids[b], ov) for a, b, ov in A.covisible_pairs([val.views[i] for i in ids], grid, max_pairs=12)]
-        aware = A.awareness_table(val.views, pairs, {"original": o_va, "finetuned": f_va, "concat": torch.cat([o_va, f_va], 1)}, seed=seed)
-    stats = {"stage": "probe", "profile": profile.name, **(tag or {}), **{k: v for k, v in original.describe().items() if k in ("backbone", "weights")}, "finetuned": finetune_id,
-             "train_views": int(train.images.shape[0]), "val_views": int(val.images.shape[0]),
-             "depth_pixels_masked_val": int((val.depth == 0).sum()), "classes": train.classes,
-             "results": results, "awareness": aware, "wall_seconds": round(time.time() - t0, 1)}
-    with atomic_dir(out, overwrite=True) as tmp:
-        idx = next(iter(examples.values()))["index"] if examples else torch.zeros(0, dtype=torch.long)
-        save_torch(tmp / "examples.pt", {"examples": examples, "index": idx, "images": val.images[idx], "depth": val.depth[idx], "labels": val.labels[idx]})
-        write_json(tmp / "curves.json", curves)
-        write_json(tmp / "config.json", key)
-        write_json(tmp / "stats.json", stats)
-    return {**stats, "path": str(out)}
-
-
-__all__ = ["data_stage", "backbone_for", "lift_scenes", "lift_stage", "load_lifts", "finetune_stage", "probe_stage", "probe_data",
-           "cached_features", "FinetuneConfig", "LiftConfig"]
+__all__ = [
+    "MissingArtifact",
+    "NOTEBOOK_OF",
+    "backbone_for",
+    "data_stage",
+    "eval_sets",
+    "finetune_stage",
+    "finetuned_model",
+    "lift_scenes",
+    "lift_stage",
+    "lifts_for",
+    "probe_stage",
+]

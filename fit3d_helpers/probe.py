@@ -29,23 +29,32 @@ mmseg/depth evaluation):
 
 Schedules are expressed as fractions of the run length, so the paper profile (40k / 38.4k steps) reproduces
 the official schedule and a few-hundred-step smoke run gets the same shape.
+
+Two protocols (``ProbeConfig.protocol``): ``"cached"`` trains the heads on features computed once from the
+un-augmented images (``train_seg_probe`` / ``train_depth_probe``; the smoke profile). ``"official"``
+(``train_probes_official``) runs the official evaluation: every step augments a batch with the official pipelines
+(:mod:`fit3d_helpers.augment`), runs the frozen backbones on it (CenterPadding), and tests with mmseg's sliding
+window (segmentation) or flip averaging at native size (depth), on our scenes or the official evaluation sets
+(``SceneSource`` / ``EvalSetSource``). Each official setting cites its source next to ``OfficialSettings``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .utils import progress, resolve_device, seed_everything
+from .utils import progress, resolve_device, seed_everything, write_json
 
 ASSEMBLY_MODES = ("original", "finetuned", "concat", "add", "linear")
 
@@ -58,7 +67,7 @@ DEPTH_MIN_LR_RATIO = 1e-8
 SIGLOSS_WARMUP_ITERS_OFFICIAL = 100  # of 38,400 iterations
 
 # Features can be one tensor or an (original, fine-tuned) pair to be assembled inside the probe.
-Feats = Union[Tensor, tuple[Tensor, Tensor]]
+Feats = Tensor | tuple[Tensor, Tensor]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -66,9 +75,7 @@ Feats = Union[Tensor, tuple[Tensor, Tensor]]
 # ---------------------------------------------------------------------------------------------------------
 
 
-def confusion_matrix(
-    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255
-) -> Tensor:
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
     """Confusion matrix ``[C, C]`` (rows = target class, columns = predicted class), int64.
 
     Sum the matrices of several batches to evaluate a whole split without holding all predictions.
@@ -114,9 +121,7 @@ def metrics_from_confusion(cm: Tensor) -> dict[str, float]:
     return {"miou": miou, "macc": macc, "aacc": aacc}
 
 
-def segmentation_metrics(
-    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255
-) -> dict[str, float]:
+def segmentation_metrics(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> dict[str, float]:
     """mIoU / mAcc / aAcc of label maps ``pred`` and ``target`` (same shape, e.g. [N, H, W])."""
     return metrics_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
 
@@ -276,14 +281,21 @@ class SegHead(nn.Module):
         return logits
 
 
-def seg_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+def seg_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255, *, avg_non_ignore: bool = True) -> Tensor:
     """Cross-entropy of token-grid logits ``[B, C, h, w]`` resized bilinearly to ``labels [B, H, W]``.
 
     Same value as mmseg (resize, then CE with ignore index); computed channels-last because a flat
-    ``[P, C]`` cross-entropy is ~2x faster on CPU than the NCHW one.
+    ``[P, C]`` cross-entropy is ~2x faster on CPU than the NCHW one. ``avg_non_ignore=True`` averages over the
+    non-ignored pixels (PyTorch's default, the cached protocol); ``False`` divides the sum by *all* ``B*H*W`` pixels,
+    as mmseg 0.x's ``CrossEntropyLoss`` does by default (``avg_non_ignore=False``: ignored and padded pixels count in
+    the denominator with loss 0), which the official configs use (``loss_decode=dict(type="CrossEntropyLoss",
+    use_sigmoid=False, loss_weight=1.0)``, vits_scannetpp_sem_linear_config.py:111 (v)).
     """
     up = resize_bilinear_cl(logits.permute(0, 2, 3, 1), tuple(labels.shape[-2:]))  # [B, H, W, C]
-    return F.cross_entropy(up.reshape(-1, up.shape[-1]), labels.reshape(-1), ignore_index=ignore_index)
+    flat, target = up.reshape(-1, up.shape[-1]), labels.reshape(-1)
+    if avg_non_ignore:
+        return F.cross_entropy(flat, target, ignore_index=ignore_index)
+    return F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="sum") / max(target.numel(), 1)
 
 
 class DepthHead(nn.Module):
@@ -452,39 +464,6 @@ def depth_loss(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Feature extraction
-# ---------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def extract_features(
-    model_fn: Callable[[Tensor], tuple[Tensor, Tensor]],
-    images: Tensor | np.ndarray,
-    batch_size: int,
-    device: str | torch.device = "cpu",
-    *,
-    show_progress: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Run a frozen backbone once over ``images [N, H, W, 3]`` (float, 0..1) and keep its features on CPU.
-
-    ``model_fn`` maps a ``[B, 3, H, W]`` batch on ``device`` to ``(patch [B, D, h, w], cls [B, D])``.
-    Returns ``(patch [N, D, h, w], cls [N, D])`` float32 on CPU, ready to cache and to probe.
-    """
-    device = resolve_device(device)
-    images = torch.as_tensor(images)
-    patches: list[Tensor] = []
-    clss: list[Tensor] = []
-    starts = range(0, images.shape[0], batch_size)
-    for s in _progress(starts, show_progress, desc="features"):
-        batch = images[s : s + batch_size].to(device=device, dtype=torch.float32)
-        batch = batch.permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W]
-        patch, cls = model_fn(batch)
-        patches.append(patch.float().cpu())
-        clss.append(cls.float().cpu())
-    return torch.cat(patches), torch.cat(clss)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------
 
@@ -564,6 +543,11 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Any:
         pos += batch_size
 
 
+def _subsample(maps: Tensor, k: int) -> Tensor:
+    """Every k-th pixel of [N, H, W] maps from the middle of each k×k cell (nearest: no value is invented)."""
+    return maps[..., k // 2 :: k, k // 2 :: k].contiguous()
+
+
 def _example_indices(n: int, k: int) -> Tensor:
     return torch.unique(torch.linspace(0, n - 1, min(k, n)).round().long())
 
@@ -632,8 +616,12 @@ def train_seg_probe(
     n_examples: int = 4,
     eval_batch_size: int = 8,
     show_progress: bool = True,
+    loss_downscale: int = 1,
 ) -> ProbeResult:
     """Train ``SegHead`` (and linear fusion weights, if any) on cached features; evaluate on val.
+
+    ``loss_downscale`` k > 1 computes the training loss on labels subsampled by k (nearest; evaluation stays at full
+    resolution): k² fewer pixels per step, the smoke profile's CPU budget.
 
     Features ``[N, D, h, w]`` or an ``(original, fine-tuned)`` pair with ``assembly`` in
     original/finetuned/concat/add/linear (default concat for pairs). Labels ``[N, H, W]`` int64 with
@@ -647,20 +635,23 @@ def train_seg_probe(
     v_orig, v_ft, _ = _split_feats(val_feats, assembly)
     train_labels = torch.as_tensor(train_labels).long()
     val_labels = torch.as_tensor(val_labels).long()
-    out_hw = tuple(train_labels.shape[-2:])
+    if loss_downscale > 1:
+        train_labels = _subsample(train_labels, loss_downscale)
 
     asm = FeatureAssembly(mode, orig.shape[1])
     model = ProbeModel(asm, SegHead(asm.out_dim, num_classes)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
     warmup = int(round(warmup_frac * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _lr_factor(s, steps, warmup, SEG_WARMUP_RATIO, "poly")
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, warmup, SEG_WARMUP_RATIO, "poly"))
 
     losses: list[float] = []
     model.train()
-    bar = _progress(_batches(orig.shape[0], min(batch_size, orig.shape[0]), steps, gen), show_progress,
-                    total=steps, desc=f"seg probe ({mode})")
+    bar = _progress(
+        _batches(orig.shape[0], min(batch_size, orig.shape[0]), steps, gen),
+        show_progress,
+        total=steps,
+        desc=f"seg probe ({mode})",
+    )
     for idx in bar:
         o = orig[idx].to(device)  # [B, D, h, w]
         f = ft[idx].to(device) if ft is not None else None
@@ -688,8 +679,18 @@ def train_seg_probe(
                 ex_pred.append(pred[i - s])
     metrics = metrics_from_confusion(cm)
     model.cpu()
-    config = dict(task="seg", steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed,
-                  assembly=mode, num_classes=num_classes, warmup_steps=warmup, schedule="poly")
+    config = dict(
+        task="seg",
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        assembly=mode,
+        num_classes=num_classes,
+        warmup_steps=warmup,
+        schedule="poly",
+    )
     return ProbeResult(
         metrics=metrics,
         losses=losses,
@@ -727,8 +728,11 @@ def train_depth_probe(
     n_examples: int = 4,
     eval_batch_size: int = 8,
     show_progress: bool = True,
+    loss_downscale: int = 1,
 ) -> ProbeResult:
     """Train ``DepthHead`` (and linear fusion weights, if any) on cached features; evaluate on val.
+
+    ``loss_downscale`` k > 1: the training loss on depth subsampled by k (nearest: no depth is invented at edges).
 
     ``*_cls [N, Dc]`` is the CLS token (FiT3D: the original model's), or None for a head without it.
     ``*_depth [N, H, W]`` metres, 0 (or non-finite) = invalid. Official settings: AdamW(lr 1e-4, wd 0.01),
@@ -744,13 +748,16 @@ def train_depth_probe(
     orig, ft, mode = _split_feats(train_feats, assembly)
     v_orig, v_ft, _ = _split_feats(val_feats, assembly)
     train_depth = torch.nan_to_num(torch.as_tensor(train_depth).float(), nan=0.0, posinf=0.0, neginf=0.0)
+    if loss_downscale > 1:
+        train_depth = _subsample(train_depth, loss_downscale)
     val_depth = torch.as_tensor(val_depth).float()
     out_hw = tuple(train_depth.shape[-2:])
     cls_dim = 0 if train_cls is None else train_cls.shape[1]
 
     asm = FeatureAssembly(mode, orig.shape[1])
-    head = DepthHead(asm.out_dim, cls_dim, n_bins=n_bins, min_depth=min_depth, max_depth=max_depth,
-                     norm_strategy=norm_strategy)
+    head = DepthHead(
+        asm.out_dim, cls_dim, n_bins=n_bins, min_depth=min_depth, max_depth=max_depth, norm_strategy=norm_strategy
+    )
     model = ProbeModel(asm, head).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
     warmup = int(round(warmup_frac * steps))
@@ -762,8 +769,12 @@ def train_depth_probe(
 
     losses: list[float] = []
     model.train()
-    bar = _progress(_batches(orig.shape[0], min(batch_size, orig.shape[0]), steps, gen), show_progress,
-                    total=steps, desc=f"depth probe ({mode})")
+    bar = _progress(
+        _batches(orig.shape[0], min(batch_size, orig.shape[0]), steps, gen),
+        show_progress,
+        total=steps,
+        desc=f"depth probe ({mode})",
+    )
     for step, idx in enumerate(bar):
         o = orig[idx].to(device)  # [B, D, h, w]
         f = ft[idx].to(device) if ft is not None else None
@@ -787,11 +798,25 @@ def train_depth_probe(
     metrics = depth_metrics(pred, val_depth, eval_mask, per_image=True)
     ex_idx = _example_indices(v_orig.shape[0], n_examples)
     model.cpu()
-    config = dict(task="depth", steps=steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size, seed=seed,
-                  assembly=mode, min_depth=min_depth, max_depth=max_depth, n_bins=n_bins,
-                  grad_loss_weight=grad_loss_weight, grad_clip=grad_clip, warmup_steps=warmup,
-                  sigloss_warmup_steps=sigloss_warmup_steps, norm_strategy=norm_strategy, schedule="cosine",
-                  cls_dim=cls_dim)
+    config = dict(
+        task="depth",
+        steps=steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        assembly=mode,
+        min_depth=min_depth,
+        max_depth=max_depth,
+        n_bins=n_bins,
+        grad_loss_weight=grad_loss_weight,
+        grad_clip=grad_clip,
+        warmup_steps=warmup,
+        sigloss_warmup_steps=sigloss_warmup_steps,
+        norm_strategy=norm_strategy,
+        schedule="cosine",
+        cls_dim=cls_dim,
+    )
     return ProbeResult(
         metrics=metrics,
         losses=losses,
@@ -801,6 +826,1133 @@ def train_depth_probe(
         config=config,
         seconds=time.perf_counter() - t0,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The probe stage: data, frozen-feature cache, every variant and task, the 3D-awareness check
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeData:
+    """Images, labels and depth of a list of scenes, stacked (views of all scenes)."""
+
+    images: Tensor  # [N, H, W, 3]
+    labels: Tensor  # [N, H, W] int64, 255 ignore
+    depth: Tensor  # [N, H, W] metres, 0 invalid
+    scene_of: list[int]  # scene index of each view
+    views: list  # data.View objects (poses, for the 3D-awareness check)
+    classes: list[str]
+
+
+def probe_data(scenes: list[Path], max_depth: float = 10.0) -> ProbeData:
+    """Stack the views of ``scenes``; checks label ids against the class table and masks depth beyond ``max_depth``."""
+    from .data import load_scene
+
+    images, labels, depth, scene_of, views, classes = [], [], [], [], [], None
+    for si, path in enumerate(scenes):
+        scene = load_scene(path)
+        classes = classes or scene.classes
+        for v in scene.views:
+            if v.labels is None or v.depth is None:
+                raise ValueError(f"{scene.name}/{v.name}: probing needs labels and depth for every view")
+            bad = (v.labels != 255) & ((v.labels < 0) | (v.labels >= len(scene.classes or [])))
+            if bad.any():
+                raise ValueError(
+                    f"{scene.name}/{v.name}: label ids {sorted(set(v.labels[bad].tolist()))[:5]} are outside the class "
+                    f"table (0..{len(scene.classes or []) - 1}, 255 = ignore)"
+                )
+            images.append(torch.as_tensor(v.image))
+            labels.append(torch.as_tensor(v.labels).long())
+            d = torch.as_tensor(v.depth).float()
+            depth.append(torch.where(torch.isfinite(d) & (d > 0) & (d <= max_depth), d, torch.zeros_like(d)))
+            scene_of.append(si)
+            views.append(v)
+    return ProbeData(torch.stack(images), torch.stack(labels), torch.stack(depth), scene_of, views, list(classes or []))
+
+
+def cached_features(
+    backbone: Any, scenes: list[Path], images: Tensor, root: str | Path, *, norm: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Frozen (patch [N, D, h, w], cls [N, D]) of ``images``, computed once per (model identity, scenes) with one
+    forward for both kinds the probes read: after the final LayerNorm (``norm=True``; segmentation) and before it
+    (``norm=False``; the official depth probe)."""
+    from . import cache
+
+    key = {"stage": "features", "model": backbone.identity(), "scenes": [cache.scene_id(p) for p in scenes]}
+
+    def make(out: Path, resume: Path) -> dict[str, Any]:
+        t0 = time.time()
+        patch, cls, patch_pre, cls_pre = backbone.features_pre_and_post_norm(images.permute(0, 3, 1, 2), batch_size=8)
+        torch.save({"patch": patch, "cls": cls, "patch_pre": patch_pre, "cls_pre": cls_pre}, out / "features.pt")
+        return {
+            "stage": "features",
+            "n": int(patch.shape[0]),
+            "seconds": round(time.time() - t0, 1),
+            **backbone.describe(),
+        }
+
+    f = cache.build("features", key, root, make, what="frozen features").torch("features.pt")
+    return (f["patch"], f["cls"]) if norm else (f["patch_pre"], f["cls_pre"])
+
+
+def _variant_features(variant: str, orig: Tensor, ft: Tensor) -> tuple[Feats, str | None]:
+    """What the probe trainers take for a variant: one tensor, or a pair + assembly. ``dup`` is the paper's control
+    (arXiv 2407.20229v1, Table 13): the original features concatenated with themselves, as wide as FiT3D's."""
+    if variant == "original":
+        return orig, None
+    if variant == "finetuned":
+        return ft, None
+    if variant == "dup":
+        return (orig, orig), "concat"
+    return (orig, ft), variant
+
+
+def run_probes(
+    cfg: Any,
+    train_scenes: list[Path],
+    val_scenes: list[Path],
+    original: Any,
+    finetuned: Any,
+    root: str | Path,
+    *,
+    max_depth: float,
+    device: str = "auto",
+    seed: int = 0,
+    force: bool = False,
+    tag: dict[str, Any] | None = None,
+    profile_name: str = "",
+    seg_sets: tuple[Any, Any] | None = None,
+    depth_sets: tuple[Any, Any] | None = None,
+    official: OfficialSettings | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Linear probes (seg, depth) and the 3D-awareness check for each of ``cfg.variants`` (a ``ProbeConfig``).
+
+    Heads train on ``train_scenes`` and are evaluated on ``val_scenes`` (never fine-tuned on). Cached by the
+    identities of both models, the scenes and the settings; ``tag`` (e.g. ``{"headline": True}``) only labels the
+    stats for the report, so equal runs are shared. Returns the stats plus ``path`` (the artifact folder).
+
+    ``cfg.protocol == "cached"``: heads on features computed once from the un-augmented scene images (unchanged).
+    ``cfg.protocol == "official"``: the official evaluation (:func:`train_probes_official`): augmented batches through
+    the frozen backbones at every step, sliding-window / flip-averaged testing. Only there: ``seg_sets`` /
+    ``depth_sets`` = ``(train, val)`` pairs of :class:`fit3d_helpers.evaldata.EvalSet` (or any :class:`ProbeSource`)
+    replace the scenes for that task (e.g. ``(nyuv2_seg(root, "train"), nyuv2_seg(root, "val"))``); ``official``
+    overrides the official sizes (tests use :meth:`OfficialSettings.scaled`); ``num_workers`` loads and augments
+    batches in DataLoader workers (0: in the main process, on the training device; the results do not depend on it
+    beyond float rounding, each sample's augmentation being seeded by (seed, task, step, slot)).
+    """
+    import dataclasses as _dc
+
+    from . import awareness as A
+    from . import cache
+
+    if cfg.protocol == "official":
+        return _run_probes_official(
+            cfg,
+            train_scenes,
+            val_scenes,
+            original,
+            finetuned,
+            root,
+            max_depth=max_depth,
+            device=device,
+            seed=seed,
+            force=force,
+            tag=tag,
+            profile_name=profile_name,
+            seg_sets=seg_sets,
+            depth_sets=depth_sets,
+            settings=official or OfficialSettings(),
+            num_workers=num_workers,
+        )
+    if seg_sets is not None or depth_sets is not None or official is not None:
+        raise ValueError(
+            "seg_sets / depth_sets / official apply to probe.protocol='official' only; the cached protocol probes the "
+            "scenes' un-augmented images. Set probe.protocol='official' to probe the evaluation sets."
+        )
+
+    key = {
+        "stage": "probe",
+        "original": original.identity(),
+        "finetuned": finetuned.identity(),
+        "train": [cache.scene_id(p) for p in train_scenes],
+        "val": [cache.scene_id(p) for p in val_scenes],
+        "probe": _dc.asdict(cfg),
+        "max_depth": max_depth,
+        "seed": seed,
+    }
+
+    def make(out: Path, resume: Path) -> dict[str, Any]:
+        t0 = time.time()
+        train, val = probe_data(train_scenes, max_depth), probe_data(val_scenes, max_depth)
+        orig_train, orig_cls_train = cached_features(original, train_scenes, train.images, root)
+        orig_val, orig_cls_val = cached_features(original, val_scenes, val.images, root)
+        ft_train, ft_cls_train = cached_features(finetuned, train_scenes, train.images, root)
+        ft_val, ft_cls_val = cached_features(finetuned, val_scenes, val.images, root)
+        norm = cfg.depth_final_norm  # the depth probe's features: before the final LayerNorm, officially
+        d_orig_train, d_orig_cls_train = cached_features(original, train_scenes, train.images, root, norm=norm)
+        d_orig_val, d_orig_cls_val = cached_features(original, val_scenes, val.images, root, norm=norm)
+        d_ft_train, d_ft_cls_train = cached_features(finetuned, train_scenes, train.images, root, norm=norm)
+        d_ft_val, d_ft_cls_val = cached_features(finetuned, val_scenes, val.images, root, norm=norm)
+        results: dict[str, dict[str, dict[str, float]]] = {"seg": {}, "depth": {}}
+        examples: dict[str, dict[str, Tensor]] = {}
+        curves: dict[str, list[float]] = {}
+        for variant in cfg.variants:
+            feats_train, asm = _variant_features(variant, orig_train, ft_train)
+            feats_val, _ = _variant_features(variant, orig_val, ft_val)
+            r = train_seg_probe(
+                feats_train,
+                train.labels,
+                feats_val,
+                val.labels,
+                len(train.classes),
+                steps=cfg.seg_steps,
+                lr=cfg.lr_seg,
+                batch_size=cfg.seg_batch_size,
+                device=device,
+                seed=seed,
+                assembly=asm,
+                loss_downscale=cfg.loss_downscale,
+            )
+            results["seg"][variant] = dict(r.metrics)
+            examples[f"seg/{variant}"], curves[f"seg/{variant}"] = r.examples, r.losses
+            # the CLS token: the fine-tuned model's for "finetuned", else the original's (as FiT3D's assembled heads)
+            cls_train, cls_val = (
+                (d_ft_cls_train, d_ft_cls_val) if variant == "finetuned" else (d_orig_cls_train, d_orig_cls_val)
+            )
+            feats_train, _ = _variant_features(variant, d_orig_train, d_ft_train)
+            feats_val, _ = _variant_features(variant, d_orig_val, d_ft_val)
+            r = train_depth_probe(
+                feats_train,
+                cls_train,
+                train.depth,
+                feats_val,
+                cls_val,
+                val.depth,
+                steps=cfg.depth_steps,
+                lr=cfg.lr_depth,
+                batch_size=cfg.depth_batch_size,
+                grad_loss_weight=cfg.depth_grad_weight,
+                max_depth=max_depth,
+                device=device,
+                seed=seed,
+                assembly=asm,
+                loss_downscale=cfg.loss_downscale,
+            )
+            results["depth"][variant] = dict(r.metrics)
+            examples[f"depth/{variant}"], curves[f"depth/{variant}"] = r.examples, r.losses
+        aware: dict[str, dict[str, float]] = {}
+        if cfg.awareness:
+            grid = tuple(orig_val.shape[-2:])
+            pairs = []
+            for si in sorted(set(val.scene_of)):
+                ids = [i for i, s in enumerate(val.scene_of) if s == si]
+                pairs += [
+                    (ids[a], ids[b], ov)
+                    for a, b, ov in A.covisible_pairs([val.views[i] for i in ids], grid, max_pairs=12)
+                ]
+            feats = {"original": orig_val, "finetuned": ft_val, "concat": torch.cat([orig_val, ft_val], 1)}
+            aware = A.awareness_table(val.views, pairs, feats, seed=seed)
+        idx = next(iter(examples.values()))["index"]
+        torch.save(
+            {
+                "examples": examples,
+                "index": idx,
+                "images": val.images[idx],
+                "depth": val.depth[idx],
+                "labels": val.labels[idx],
+            },
+            out / "examples.pt",
+        )
+        write_json(out / "curves.json", curves)
+        return {
+            "stage": "probe",
+            "profile": profile_name,
+            **(tag or {}),
+            **{k: v for k, v in original.describe().items() if k in ("backbone", "weights")},
+            "finetuned": finetuned.identity()["weights"],
+            "train_views": int(train.images.shape[0]),
+            "val_views": int(val.images.shape[0]),
+            "depth_pixels_masked_val": int((val.depth == 0).sum()),
+            "classes": train.classes,
+            "results": results,
+            "awareness": aware,
+            "wall_seconds": round(time.time() - t0, 1),
+        }
+
+    art = cache.build("probe", key, root, make, force=force, what="the probes")
+    return {**art.stats, "path": str(art.path)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The official protocol: augmented batches through the frozen backbones, sliding-window / flip-averaged tests
+# ---------------------------------------------------------------------------------------------------------
+#
+# Citations: "sem" = ywyue/FiT3D@1d7c532 evaluation/configs/vits_scannetpp_sem_linear_config.py (NYUv2: same line
+# layout); "depth" = evaluation/configs/vits_nyu_depth_linear_config.py (ScanNet++: +2 lines from :11 on); both (v).
+# mmcv = open-mmlab/mmcv@0665222 mmcv/runner/hooks/momentum_updater.py (OneCycleMomentumUpdaterHook; (h));
+# mmseg slide = ywyue/FiT3D@1d7c532 mmsegmentation/mmseg/models/segmentors/encoder_decoder.py (slide_inference,
+# inference; (h)); dinov2 depther = facebookresearch/dinov2@d5c376b dinov2/eval/depth/models/depther/
+# encoder_decoder.py (encode_decode, inference, aug_test; (h)).
+
+# OneCycle momentum, mmcv OneCycleMomentumUpdaterHook.__init__ defaults (the depth configs give only
+# ``momentum_config = dict(policy="OneCycle")``, depth :209): base_momentum=0.85, max_momentum=0.95, pct_start=0.3,
+# anneal_strategy="cos", three_phase=False; on AdamW it drives beta1 (``use_beta1 = 'betas' in optim.defaults``).
+ONECYCLE_BASE_MOMENTUM = 0.85
+ONECYCLE_MAX_MOMENTUM = 0.95
+ONECYCLE_PCT_START = 0.3
+
+
+def onecycle_momentum(
+    step: int,
+    total: int,
+    base: float = ONECYCLE_BASE_MOMENTUM,
+    peak: float = ONECYCLE_MAX_MOMENTUM,
+    pct_start: float = ONECYCLE_PCT_START,
+) -> float:
+    """Adam beta1 at iteration ``step`` of ``total`` under mmcv's ``OneCycleMomentumUpdaterHook`` (two phases).
+
+    ``before_run`` sets beta1 to ``max_momentum`` and the phases ``end_iter = pct_start * max_iters - 1`` (max ->
+    base) and ``max_iters - 1`` (base -> max); ``get_momentum`` anneals with ``annealing_cos(start, end, pct)
+    = end + (start - end) / 2 * (cos(pi * pct) + 1)``, ``pct`` measured from the previous phase's end. So beta1 is
+    0.95 at step 0, 0.85 at step ``0.3 * total - 1`` and back to 0.95 at ``total - 1``. Note the official lr
+    peaks at the end of its 12,800-iteration warm-up (1/3 of 38,400), the momentum trough at 11,519 (30 %): mmcv's
+    default ``pct_start``, not matched to the lr schedule. (mmcv divides by zero when a phase has zero length; here
+    such a phase returns its end value.)
+    """
+    end1 = float(pct_start * total) - 1
+    phases = ((end1, peak, base), (total - 1, base, peak))
+    start = 0.0
+    for i, (end, m0, m1) in enumerate(phases):
+        if step <= end or i == len(phases) - 1:
+            pct = (step - start) / (end - start) if end != start else 1.0
+            return m1 + 0.5 * (m0 - m1) * (math.cos(math.pi * pct) + 1)
+        start = end
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class OfficialSettings:
+    """Sizes and probabilities of the official probe protocol (defaults = the FiT3D configs; see augment.py).
+
+    :meth:`scaled` shrinks every pixel size by one factor, for tests and quick looks on small images (an extension:
+    the official code only runs the defaults)."""
+
+    seg_img_scale: tuple[int, int] = (2048, 512)  # sem :15
+    seg_ratio_range: tuple[float, float] = (0.5, 2.0)  # sem :15
+    seg_crop: tuple[int, int] = (512, 512)  # sem :11, :16, :20
+    seg_cat_max_ratio: float = 0.75  # sem :16
+    seg_flip_prob: float = 0.5  # sem :17
+    seg_photometric: bool = True  # sem :18
+    seg_test_scale: tuple[int, int] = (2048, 512)  # sem :28 (img_ratios 1.0, :29; Resize keep_ratio, :32)
+    seg_stride: tuple[int, int] = (341, 341)  # sem :113 test_cfg=dict(mode="slide", crop_size=(512, 512), stride=...)
+    depth_crop: tuple[int, int] = (416, 544)  # depth :8, :15
+    depth_rotate_prob: float = 0.5  # depth :13
+    depth_rotate_degree: float = 2.5  # depth :13
+    depth_flip_prob: float = 0.5  # depth :14
+    depth_color_prob: float = 0.5  # depth :16-22 ColorAug(prob=0.5, gamma [0.9, 1.1], brightness [0.75, 1.25],
+    depth_gamma_range: tuple[float, float] = (0.9, 1.1)  # color [0.9, 1.1])
+    depth_brightness_range: tuple[float, float] = (0.75, 1.25)
+    depth_color_range: tuple[float, float] = (0.9, 1.1)
+    depth_test_flip: bool = True  # depth :47-48 MultiScaleFlipAug(flip=True, flip_direction="horizontal")
+    depth_samples_per_gpu: int = 2  # depth :100 samples_per_gpu=2: SigLoss is computed per GPU (2 images), averaged
+    momentum: tuple[float, float, float] = (ONECYCLE_BASE_MOMENTUM, ONECYCLE_MAX_MOMENTUM, ONECYCLE_PCT_START)
+
+    def scaled(self, factor: float) -> OfficialSettings:
+        """The same protocol with every pixel size multiplied by ``factor`` (at least 1 pixel)."""
+
+        def sc(t: tuple[int, int]) -> tuple[int, int]:
+            return (max(1, int(round(t[0] * factor))), max(1, int(round(t[1] * factor))))
+
+        return dataclasses.replace(
+            self,
+            seg_img_scale=sc(self.seg_img_scale),
+            seg_crop=sc(self.seg_crop),
+            seg_test_scale=sc(self.seg_test_scale),
+            seg_stride=sc(self.seg_stride),
+            depth_crop=sc(self.depth_crop),
+        )
+
+
+# --- data sources ------------------------------------------------------------------------------------------
+
+
+class SceneSource:
+    """Probe samples from our scene folders (the synthetic rooms): every view, with labels and depth.
+
+    Loaded on first use (``load_scene`` reads a whole scene) and kept as ``uint8`` images, labels and float depth;
+    these are the small synthetic sets the cached protocol already holds in memory. Depth beyond ``max_depth`` is
+    0 (invalid), as :func:`probe_data`. Views keep their poses, for the 3D-awareness check."""
+
+    kind = "scenes"
+    has_labels = True
+    has_depth = True
+    nyu = False  # no NYUCrop
+
+    def __init__(self, scenes: list[Path], max_depth: float = 10.0, min_depth: float = 1e-3) -> None:
+        self.scenes = [Path(p) for p in scenes]
+        self.max_depth = float(max_depth)
+        self.min_depth = float(min_depth)
+        self._data: ProbeData | None = None
+        self._images: Tensor | None = None
+
+    def _loaded(self) -> ProbeData:
+        if self._data is None:
+            data = probe_data(self.scenes, self.max_depth)
+            self._images = (data.images * 255.0).round().clamp(0, 255).to(torch.uint8)  # [N, H, W, 3]
+            self._data = dataclasses.replace(data, images=torch.empty(0))  # drop the float copy
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self._loaded().scene_of)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._loaded().classes)
+
+    @property
+    def views(self) -> list:
+        return self._loaded().views
+
+    def load(self, i: int) -> dict[str, Any]:
+        d = self._loaded()
+        assert self._images is not None
+        return {"image": self._images[i].numpy(), "labels": d.labels[i].numpy(), "depth": d.depth[i].numpy()}
+
+    def eval_mask(self, depth: np.ndarray) -> np.ndarray:
+        depth = np.asarray(depth)
+        return (depth > self.min_depth) & (depth < self.max_depth)
+
+    def key(self) -> dict[str, Any]:
+        from . import cache
+
+        return {"kind": "scenes", "scenes": [cache.scene_id(p) for p in self.scenes], "max_depth": self.max_depth}
+
+    def __repr__(self) -> str:
+        return f"SceneSource({[p.name for p in self.scenes]}, max_depth={self.max_depth})"
+
+
+class EvalSetSource:
+    """Probe samples of an official evaluation split (:class:`fit3d_helpers.evaldata.EvalSet`), read one at a time
+    from disk. Training depth is the raw ground truth (0 = invalid; the official SigLoss masks ``gt > 0`` only,
+    dinov2 losses/sigloss.py:44 (h)); evaluation uses the set's official mask (range + NYU's Eigen crop)."""
+
+    kind = "evalset"
+
+    def __init__(self, evalset: Any) -> None:
+        self.set = evalset
+        self.has_labels = bool(evalset.has_labels)
+        self.has_depth = bool(evalset.has_depth)
+        self.min_depth = float(evalset.min_depth)
+        self.max_depth = float(evalset.max_depth)
+        self.nyu = evalset.train_crop is not None  # only NYU depth has the NYUCrop in its training pipeline
+
+    def __len__(self) -> int:
+        return len(self.set)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.set.classes)
+
+    views: list = []
+
+    def load(self, i: int) -> dict[str, Any]:
+        s = self.set.load(i)
+        if s["labels"] is not None:
+            lab = s["labels"]
+            bad = (lab != self.set.ignore_index) & ((lab < 0) | (lab >= len(self.set.classes)))
+            if bad.any():
+                raise ValueError(
+                    f"{self.set.name}: {s['path']} has class ids {sorted({int(v) for v in np.unique(lab[bad])})[:5]}"
+                    f" outside the {len(self.set.classes)}-class table"
+                )
+        return s
+
+    def eval_mask(self, depth: np.ndarray) -> np.ndarray:
+        return self.set.eval_mask(depth)
+
+    def key(self) -> dict[str, Any]:
+        """Portable: the set's name, split file/folder and length, and a digest of its samples' root-relative paths."""
+        import hashlib
+
+        root = self.set.root
+        rels = []
+        for it in self.set.items:
+            for p in (it.image_path, it.label_path, it.depth_path):
+                if p is None:
+                    continue
+                try:
+                    rels.append(str(Path(p).relative_to(root)) if root is not None else Path(p).name)
+                except ValueError:
+                    rels.append(Path(p).name)
+        digest = hashlib.sha256("\n".join(rels).encode()).hexdigest()[:12]
+        return {"kind": "evalset", "name": self.set.name, "split": str(self.set.split), "n": len(self), "items": digest}
+
+    def __repr__(self) -> str:
+        return f"EvalSetSource({self.set.name!r}, split={self.set.split!r}, n={len(self)})"
+
+
+def as_probe_source(obj: Any, max_depth: float = 10.0) -> Any:
+    """A probe source from an :class:`~fit3d_helpers.evaldata.EvalSet`, a list of scene folders, or a source."""
+    if hasattr(obj, "load") and hasattr(obj, "key") and hasattr(obj, "eval_mask"):
+        return obj
+    if hasattr(obj, "items") and hasattr(obj, "has_labels"):  # an EvalSet
+        return EvalSetSource(obj)
+    if isinstance(obj, (list, tuple)):
+        return SceneSource(list(obj), max_depth)
+    raise TypeError(f"cannot probe {type(obj).__name__}: pass an EvalSet, scene folders or a probe source")
+
+
+# --- batches -------------------------------------------------------------------------------------------------
+
+_TASK_ID = {"seg": 0, "depth": 1}
+
+
+def sample_rng(seed: int, task: str, step: int, slot: int) -> np.random.Generator:
+    """The augmentation RNG of one sample: seeded by (seed, task, step, slot), so a batch is the same whatever the
+    number of loader workers."""
+    return np.random.default_rng([int(seed), _TASK_ID[task], int(step), int(slot)])
+
+
+def augment_sample(
+    task: str,
+    sample: dict[str, Any],
+    rng: np.random.Generator,
+    settings: OfficialSettings,
+    *,
+    nyu: bool = False,
+    device: str | torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One training sample through the official pipeline: ``(image [3, h, w] 0..1, labels [h, w] | depth [h, w])``."""
+    from . import augment as AUG
+
+    if task == "seg":
+        return AUG.seg_train_augment(
+            sample["image"],
+            sample["labels"],
+            rng,
+            img_scale=settings.seg_img_scale,
+            ratio_range=settings.seg_ratio_range,
+            crop_size=settings.seg_crop,
+            cat_max_ratio=settings.seg_cat_max_ratio,
+            flip_prob=settings.seg_flip_prob,
+            photometric=settings.seg_photometric,
+            device=device,
+        )
+    return AUG.depth_train_augment(
+        sample["image"],
+        sample["depth"],
+        rng,
+        nyu=nyu,
+        crop_size=settings.depth_crop,
+        rotate_prob=settings.depth_rotate_prob,
+        rotate_degree=settings.depth_rotate_degree,
+        flip_prob=settings.depth_flip_prob,
+        color_prob=settings.depth_color_prob,
+        gamma_range=settings.depth_gamma_range,
+        brightness_range=settings.depth_brightness_range,
+        color_range=settings.depth_color_range,
+        device=device,
+    )
+
+
+def collate_official(task: str, items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Stack augmented samples; different sizes are padded at the bottom/right (image: ImageNet mean, i.e. 0 after
+    normalisation, as mmcv's collate pads the normalised tensors with 0; labels 255; depth 0 = invalid)."""
+    from .augment import pad_to
+
+    h = max(int(x.shape[-2]) for x, _ in items)
+    w = max(int(x.shape[-1]) for x, _ in items)
+    imgs, targets = [], []
+    for x, y in items:
+        if task == "seg":
+            x, y = pad_to(x, y, (h, w))
+        elif tuple(x.shape[-2:]) != (h, w):
+            x, _ = pad_to(x, None, (h, w))
+            y = F.pad(y, (0, w - y.shape[-1], 0, h - y.shape[-2]))
+        imgs.append(x)
+        targets.append(y)
+    return torch.stack(imgs), torch.stack(targets)
+
+
+def make_batch(
+    task: str,
+    source: Any,
+    indices: Iterable[int],
+    step: int,
+    settings: OfficialSettings,
+    seed: int,
+    device: str | torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The augmented batch of training ``step``: ``(images [B, 3, h, w] 0..1, labels [B, h, w] | depth [B, h, w])``."""
+    items = [
+        augment_sample(
+            task, source.load(int(i)), sample_rng(seed, task, step, j), settings, nyu=source.nyu, device=device
+        )
+        for j, i in enumerate(indices)
+    ]
+    return collate_official(task, items)
+
+
+class _Jobs(torch.utils.data.Dataset):
+    """(sample index, step, slot) jobs for DataLoader workers; each job is augmented on the CPU."""
+
+    def __init__(self, task: str, source: Any, order: list[list[int]], settings: OfficialSettings, seed: int) -> None:
+        self.task, self.source, self.settings, self.seed = task, source, settings, seed
+        self.jobs = [(i, s, j) for s, idx in enumerate(order) for j, i in enumerate(idx)]
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
+        i, s, j = self.jobs[k]
+        rng = sample_rng(self.seed, self.task, s, j)
+        return augment_sample(self.task, self.source.load(i), rng, self.settings, nyu=self.source.nyu)
+
+
+def _batch_stream(
+    task: str, source: Any, order: list[list[int]], settings: OfficialSettings, seed: int, device, num_workers: int
+) -> Iterable[tuple[Tensor, Tensor]]:
+    if num_workers <= 0:
+        for step, idx in enumerate(order):
+            yield make_batch(task, source, idx, step, settings, seed, device=device)
+        return
+    sizes = {len(idx) for idx in order}
+    if len(sizes) != 1:
+        raise ValueError("batches must have one size")
+    loader = torch.utils.data.DataLoader(
+        _Jobs(task, source, order, settings, seed),
+        batch_size=sizes.pop(),
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=functools.partial(collate_official, task),
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+# --- frozen features -----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def frozen_tokens(backbone: Any, images: Tensor, *, norm: bool = True) -> tuple[Tensor, Tensor]:
+    """``backbone.forward_tokens(images, norm=norm, fit="pad")`` in eval mode without gradients, as float32: the
+    official ``CenterPadding`` to a multiple of the patch size (misc.py:15-33, 47-50, 87-91) and the frozen backbone
+    (misc.py:38-39, 62-63, 71-72). Nothing is cached: every call runs the backbone."""
+    model = getattr(backbone, "model", None)
+    was_training = bool(model.training) if model is not None else False
+    if model is not None:
+        model.eval()
+    try:
+        patch, cls = backbone.forward_tokens(images, norm=norm, fit="pad")
+    finally:
+        if model is not None and was_training:
+            model.train()
+    return patch.float(), cls.float()
+
+
+def _needs(variants: Iterable[str]) -> tuple[bool, bool]:
+    vs = set(variants)
+    return bool(vs - {"finetuned"}), bool(vs & {"finetuned", "concat", "add", "linear"})
+
+
+def batch_features(
+    original: Any, finetuned: Any, images: Tensor, variants: Iterable[str], *, norm: bool = True
+) -> dict[str, Tensor | None]:
+    """Frozen tokens of ``images`` from the models the variants need: ``{"po", "co", "pf", "cf"}`` (patch / CLS of
+    the original and fine-tuned models; None where not needed)."""
+    need_o, need_f = _needs(variants)
+    po = co = pf = cf = None
+    if need_o:
+        po, co = frozen_tokens(original, images, norm=norm)
+    if need_f:
+        pf, cf = frozen_tokens(finetuned, images, norm=norm)
+    return {"po": po, "co": co, "pf": pf, "cf": cf}
+
+
+def _variant_inputs(variant: str, f: dict[str, Tensor | None]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(first features, second features or None, CLS) of a variant: ``dup`` = original ⊕ original; the CLS is the
+    fine-tuned model's for ``finetuned``, else the original's (FiT3D: ``prefix_tokens = vit_outputs[1]``,
+    linear_evaluate_fit3d.py:88 (v))."""
+    if variant == "original":
+        return f["po"], None, f["co"]
+    if variant == "finetuned":
+        return f["pf"], None, f["cf"]
+    if variant == "dup":
+        return f["po"], f["po"], f["co"]
+    return f["po"], f["pf"], f["co"]
+
+
+def _variant_mode(variant: str) -> str:
+    return {"original": "original", "finetuned": "original", "dup": "concat"}.get(variant, variant)
+
+
+# --- test-time inference -------------------------------------------------------------------------------------
+
+
+def slide_inference(
+    img: Tensor,
+    dense_fn: Any,
+    crop_size: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+) -> list[Tensor]:
+    """mmseg ``EncoderDecoder.slide_inference`` (FiT3D's mmsegmentation encoder_decoder.py): windows of
+    ``crop_size`` every ``stride``, ``h_grids = max(H - h_crop + h_stride - 1, 0) // h_stride + 1``; a window that
+    would leave the image is moved back inside (``y1 = max(min(y1 + h_crop, H) - h_crop, 0)``), so an image smaller
+    than the window is decoded whole, without padding (as mmseg: "the small patch will be used to decode without
+    padding"); outputs are summed into place and divided by the per-pixel window count.
+
+    ``dense_fn(crop [B, 3, h, w]) -> Tensor | list[Tensor]`` gives ``[B, C, h, w]`` outputs at the crop's size
+    (mmseg ``encode_decode``). Returns a list (one accumulator per output of ``dense_fn``) of ``[B, C, H, W]``.
+    """
+    h_stride, w_stride = stride
+    h_crop, w_crop = crop_size
+    b, _, h_img, w_img = img.shape
+    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+    preds: list[Tensor] | None = None
+    count = img.new_zeros((b, 1, h_img, w_img))
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y1, x1 = h_idx * h_stride, w_idx * w_stride
+            y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
+            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+            out = dense_fn(img[:, :, y1:y2, x1:x2])
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            if preds is None:
+                preds = [img.new_zeros((b, o.shape[1], h_img, w_img)) for o in outs]
+            for acc, o in zip(preds, outs):
+                acc[:, :, y1:y2, x1:x2] += o
+            count[:, :, y1:y2, x1:x2] += 1
+    assert preds is not None and bool((count > 0).all())
+    return [p / count for p in preds]
+
+
+def flip_average(img: Tensor, dense_fn: Any) -> list[Tensor]:
+    """dinov2 depther ``aug_test`` with ``MultiScaleFlipAug(flip=True)``: the prediction of the image and of its
+    horizontal mirror, the latter flipped back (``inference``: ``output.flip(dims=(3,))``), averaged.
+    ``dense_fn(img) -> Tensor | list[Tensor]`` of ``[B, C, H, W]``."""
+    a = dense_fn(img)
+    b = dense_fn(img.flip(-1))
+    a = list(a) if isinstance(a, (list, tuple)) else [a]
+    b = list(b) if isinstance(b, (list, tuple)) else [b]
+    return [(x + y.flip(-1)) / 2 for x, y in zip(a, b)]
+
+
+# --- training and evaluation ---------------------------------------------------------------------------------
+
+
+def _stack_or_list(xs: list[Tensor]) -> Tensor | list[Tensor]:
+    return torch.stack(xs) if xs and all(x.shape == xs[0].shape for x in xs) else list(xs)
+
+
+def train_probes_official(
+    task: str,
+    train_src: Any,
+    val_src: Any,
+    original: Any,
+    finetuned: Any,
+    variants: Iterable[str],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    settings: OfficialSettings | None = None,
+    grad_loss_weight: float = 0.0,
+    final_norm: bool = False,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    num_workers: int = 0,
+    n_examples: int = 4,
+    show_progress: bool = True,
+) -> dict[str, ProbeResult]:
+    """Train one head per variant under the official protocol and evaluate them the official way.
+
+    Every step draws ``batch_size`` samples (reshuffled each pass), augments them with the official pipeline
+    (:mod:`fit3d_helpers.augment`), runs the frozen backbones on the augmented images (:func:`batch_features`,
+    ``fit="pad"``; segmentation after the final LayerNorm; depth with ``norm=final_norm``) and gives every variant's
+    head one optimiser step on that batch. The variants share the augmented batches and the backbone forwards (one
+    forward per model per step instead of one per variant): each head still sees the official sample distribution.
+
+    * seg (``task="seg"``): ``SegHead`` (BN + 1x1 conv), AdamW lr, wd 1e-4, betas (0.9, 0.999) (sem :73), poly
+      power 1 with linear warm-up 1500/40000 from 1e-6 (sem :82-88), no clip (sem :77); CE over all pixels
+      (mmseg ``avg_non_ignore=False``). Test: ``Resize`` keep-ratio to (2048, 512), :func:`slide_inference`
+      512/341 (sem :113), logits bilinear to the label size (``rescale``), argmax, mIoU over the split.
+    * depth (``task="depth"``): ``DepthHead`` (+ CLS), AdamW lr, wd 0.01 (depth :187-199), grad clip 35 (:210),
+      cosine with warm-up 12800/38400 from 1e-3 to 1e-8 (:201-208), **OneCycle beta1** (:209, mmcv defaults,
+      :func:`onecycle_momentum`), SigLoss (warm-up 100 of 38,400 steps scaled) + ``grad_loss_weight`` x
+      :func:`gradient_loss`, per GPU chunk of ``settings.depth_samples_per_gpu`` images then averaged (DDP). Test:
+      native size, CenterPadding, head output clamped to (min, max) then bilinear to the image size (dinov2
+      ``encode_decode``), averaged with the flipped prediction (:func:`flip_average`), per-image metrics over
+      ``val_src.eval_mask`` (range + NYU Eigen crop), averaged over images.
+    """
+    if task not in ("seg", "depth"):
+        raise ValueError(f"task must be 'seg' or 'depth', got {task!r}")
+    settings = settings or OfficialSettings()
+    variants = list(variants)
+    t0 = time.perf_counter()
+    device = resolve_device(device)
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    norm = True if task == "seg" else bool(final_norm)
+    dim = int(original.dim)
+    if task == "seg":
+        num_classes = int(num_classes if num_classes is not None else len(train_src.classes))
+        if num_classes <= 0:
+            raise ValueError("segmentation needs a class table (num_classes > 0)")
+    min_depth, max_depth = (float(val_src.min_depth), float(val_src.max_depth)) if task == "depth" else (0.0, 0.0)
+
+    models: dict[str, ProbeModel] = {}
+    opts: dict[str, torch.optim.Optimizer] = {}
+    scheds: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+    if task == "seg":
+        warmup = int(round(SEG_WARMUP_FRAC * steps))
+        factor = functools.partial(_lr_factor, total=steps, warmup=warmup, warmup_ratio=SEG_WARMUP_RATIO, policy="poly")
+        wd = 1e-4
+    else:
+        warmup = int(round(DEPTH_WARMUP_FRAC * steps))
+        factor = functools.partial(
+            _lr_factor,
+            total=steps,
+            warmup=warmup,
+            warmup_ratio=DEPTH_WARMUP_RATIO,
+            policy="cosine",
+            min_ratio=DEPTH_MIN_LR_RATIO,
+        )
+        wd = 0.01
+    for v in variants:
+        asm = FeatureAssembly(_variant_mode(v), dim)
+        if task == "seg":
+            head: nn.Module = SegHead(asm.out_dim, num_classes)
+        else:
+            head = DepthHead(asm.out_dim, dim, min_depth=min_depth, max_depth=max_depth)
+        models[v] = ProbeModel(asm, head).to(device).train()
+        opts[v] = torch.optim.AdamW(models[v].parameters(), lr=lr, weight_decay=wd, betas=(0.9, 0.999))
+        scheds[v] = torch.optim.lr_scheduler.LambdaLR(opts[v], lambda s, f=factor: f(s))
+    sig_warm = int(round(SIGLOSS_WARMUP_ITERS_OFFICIAL * steps / 38400))
+    chunk = max(1, int(settings.depth_samples_per_gpu))
+
+    n_train = len(train_src)
+    if n_train == 0:
+        raise ValueError(f"{train_src!r} has no samples")
+    order = [idx.tolist() for idx in _batches(n_train, min(batch_size, n_train), steps, gen)]
+    aug_device = device if num_workers <= 0 else None
+    stream = _batch_stream(task, train_src, order, settings, seed, aug_device, num_workers)
+    losses: dict[str, list[float]] = {v: [] for v in variants}
+    t_data = t_feat = t_head = 0.0
+    tick = time.perf_counter()
+    for step, (images, target) in enumerate(_progress(stream, show_progress, total=steps, desc=f"{task} (official)")):
+        images, target = images.to(device), target.to(device)
+        t_data += time.perf_counter() - tick
+        tick = time.perf_counter()
+        feats = batch_features(original, finetuned, images, variants, norm=norm)
+        t_feat += time.perf_counter() - tick
+        tick = time.perf_counter()
+        for v in variants:
+            a, b, c = _variant_inputs(v, feats)
+            if task == "seg":
+                logits = models[v](a, b)  # [B, C, h, w]
+                loss = seg_loss(logits, target, IGNORE_INDEX_SEG, avg_non_ignore=False)
+            else:
+                mom = onecycle_momentum(step, steps, *settings.momentum)
+                for g in opts[v].param_groups:
+                    g["betas"] = (mom, g["betas"][1])
+                pred = models[v](a, b, c, out_hw=tuple(target.shape[-2:]))[:, 0]  # [B, h, w]
+                parts = [
+                    depth_loss(
+                        pred[s : s + chunk],
+                        target[s : s + chunk],
+                        grad_weight=grad_loss_weight,
+                        warm_up=step < sig_warm,
+                    )
+                    for s in range(0, pred.shape[0], chunk)
+                ]
+                loss = torch.stack(parts).mean()
+            opts[v].zero_grad(set_to_none=True)
+            loss.backward()
+            if task == "depth":
+                nn.utils.clip_grad_norm_(models[v].parameters(), 35.0)
+            opts[v].step()
+            scheds[v].step()
+            losses[v].append(float(loss.detach()))
+        t_head += time.perf_counter() - tick
+        tick = time.perf_counter()
+    t_train = time.perf_counter() - t0
+
+    # ---- evaluation on the validation split, one image at a time ----
+    t1 = time.perf_counter()
+    for m in models.values():
+        m.eval()
+    n_val = len(val_src)
+    ex_idx = _example_indices(n_val, n_examples)
+    ex_set = set(ex_idx.tolist())
+    ex_pred: dict[str, list[Tensor]] = {v: [] for v in variants}
+    ex_target: list[Tensor] = []
+    ex_image: list[Tensor] = []
+    cms = {v: torch.zeros(num_classes or 1, num_classes or 1, dtype=torch.long) for v in variants}
+    rows: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    n_invalid = 0
+    from . import augment as AUG
+
+    with torch.no_grad():
+        for i in range(n_val):
+            s = val_src.load(i)
+            ori_hw = tuple(s["image"].shape[:2])
+            if i in ex_set:
+                ex_image.append(torch.as_tensor(AUG.as_uint8_image(s["image"])).float() / 255.0)
+            if task == "seg":
+                labels = torch.as_tensor(s["labels"]).long()
+                img = AUG.seg_test_resize(s["image"], settings.seg_test_scale, device=device)[None]
+
+                def dense(crop: Tensor) -> list[Tensor]:
+                    f = batch_features(original, finetuned, crop, variants, norm=True)
+                    hw = tuple(crop.shape[-2:])
+                    return [resize_bilinear(models[v](*_variant_inputs(v, f)[:2]), hw) for v in variants]
+
+                accs = slide_inference(img, dense, settings.seg_crop, settings.seg_stride)
+                for v, acc in zip(variants, accs):
+                    pred = resize_bilinear(acc, ori_hw).argmax(1)[0].cpu()  # [H, W]
+                    cms[v] += confusion_matrix(pred, labels, num_classes, IGNORE_INDEX_SEG)
+                    if i in ex_set:
+                        ex_pred[v].append(pred)
+                if i in ex_set:
+                    ex_target.append(labels)
+            else:
+                gt = torch.as_tensor(s["depth"]).float()
+                mask = torch.as_tensor(val_src.eval_mask(s["depth"]))
+                n_invalid += int((gt <= 0).sum())
+                img = AUG.to_float_chw(AUG.as_uint8_image(s["image"], device))[None]
+
+                def dense(x: Tensor, out_hw: tuple[int, int] = ori_hw) -> list[Tensor]:
+                    f = batch_features(original, finetuned, x, variants, norm=norm)
+                    outs = []
+                    for v in variants:
+                        d = models[v](*_variant_inputs(v, f))  # [1, 1, 4h, 4w]
+                        outs.append(resize_bilinear(d.clamp(min_depth, max_depth), out_hw))
+                    return outs
+
+                preds = flip_average(img, dense) if settings.depth_test_flip else dense(img)
+                for v, p in zip(variants, preds):
+                    p = p[0, 0].cpu()
+                    rows[v].append(depth_metrics(p, gt, mask))
+                    if i in ex_set:
+                        ex_pred[v].append(p)
+                if i in ex_set:
+                    ex_target.append(gt)
+    t_eval = time.perf_counter() - t1
+
+    results: dict[str, ProbeResult] = {}
+    for v in variants:
+        if task == "seg":
+            metrics = metrics_from_confusion(cms[v])
+        else:
+            ok = [r for r in rows[v] if r["n_valid"] > 0]
+            if ok:
+                metrics = {k: float(np.mean([r[k] for r in ok])) for k in ("rmse", "absrel", "delta1")}
+                metrics["n_valid"] = int(sum(r["n_valid"] for r in ok))
+            else:
+                metrics = {"rmse": float("nan"), "absrel": float("nan"), "delta1": float("nan"), "n_valid": 0}
+        models[v].cpu()
+        config = dict(
+            task=task,
+            protocol="official",
+            steps=steps,
+            lr=lr,
+            weight_decay=wd,
+            batch_size=batch_size,
+            seed=seed,
+            assembly=_variant_mode(v),
+            variant=v,
+            warmup_steps=warmup,
+            schedule="poly" if task == "seg" else "cosine",
+            settings=dataclasses.asdict(settings),
+            seconds_train=round(t_train, 2),
+            seconds_eval=round(t_eval, 2),
+            seconds_data=round(t_data, 2),
+            seconds_backbone=round(t_feat, 2),
+            seconds_heads=round(t_head, 2),
+        )
+        if task == "seg":
+            config.update(num_classes=num_classes, loss="CE sum / all pixels (mmseg avg_non_ignore=False)")
+        else:
+            config.update(
+                min_depth=min_depth,
+                max_depth=max_depth,
+                grad_loss_weight=grad_loss_weight,
+                grad_clip=35.0,
+                sigloss_warmup_steps=sig_warm,
+                final_norm=final_norm,
+                momentum="OneCycle",
+                invalid_pixels_val=n_invalid,
+            )
+        results[v] = ProbeResult(
+            metrics=metrics,
+            losses=losses[v],
+            head_state={k: t.detach().cpu().clone() for k, t in models[v].state_dict().items()},
+            model=models[v],
+            examples={
+                "index": ex_idx,
+                "pred": _stack_or_list(ex_pred[v]),
+                "target": _stack_or_list(ex_target),
+                "image": _stack_or_list(ex_image),
+            },
+            config=config,
+            seconds=time.perf_counter() - t0,
+        )
+    return results
+
+
+IGNORE_INDEX_SEG = 255
+
+
+def _run_probes_official(
+    cfg: Any,
+    train_scenes: list[Path],
+    val_scenes: list[Path],
+    original: Any,
+    finetuned: Any,
+    root: str | Path,
+    *,
+    max_depth: float,
+    device: str,
+    seed: int,
+    force: bool,
+    tag: dict[str, Any] | None,
+    profile_name: str,
+    seg_sets: tuple[Any, Any] | None,
+    depth_sets: tuple[Any, Any] | None,
+    settings: OfficialSettings,
+    num_workers: int,
+) -> dict[str, Any]:
+    """``run_probes`` under ``protocol == "official"`` (see there)."""
+    from . import awareness as A
+    from . import cache
+
+    def pair(sets: tuple[Any, Any] | None) -> tuple[Any, Any]:
+        if sets is None:
+            return SceneSource(train_scenes, max_depth), SceneSource(val_scenes, max_depth)
+        if len(sets) != 2:
+            raise ValueError("pass the sets as a (train, val) pair")
+        return as_probe_source(sets[0], max_depth), as_probe_source(sets[1], max_depth)
+
+    seg_tr, seg_va = pair(seg_sets)
+    dep_tr, dep_va = pair(depth_sets)
+    for src, need in ((seg_tr, "has_labels"), (seg_va, "has_labels"), (dep_tr, "has_depth"), (dep_va, "has_depth")):
+        if not getattr(src, need):
+            raise ValueError(f"{src!r} cannot be used for {'segmentation' if need == 'has_labels' else 'depth'}")
+    use_scenes = seg_sets is None or depth_sets is None
+    run_awareness = bool(cfg.awareness) and use_scenes and len(val_scenes) > 0
+    key: dict[str, Any] = {
+        "stage": "probe",
+        "original": original.identity(),
+        "finetuned": finetuned.identity(),
+        "probe": dataclasses.asdict(cfg),
+        "seed": seed,
+        "official": dataclasses.asdict(settings),
+        "seg_sets": [seg_tr.key(), seg_va.key()],
+        "depth_sets": [dep_tr.key(), dep_va.key()],
+    }
+    if run_awareness:
+        key["awareness_scenes"] = [cache.scene_id(p) for p in val_scenes]
+        key["max_depth"] = max_depth
+
+    def make(out: Path, resume: Path) -> dict[str, Any]:
+        t0 = time.time()
+        common = dict(device=device, seed=seed, num_workers=num_workers, settings=settings)
+        seg = train_probes_official(
+            "seg",
+            seg_tr,
+            seg_va,
+            original,
+            finetuned,
+            cfg.variants,
+            steps=cfg.seg_steps,
+            lr=cfg.lr_seg,
+            batch_size=cfg.seg_batch_size,
+            **common,
+        )
+        dep = train_probes_official(
+            "depth",
+            dep_tr,
+            dep_va,
+            original,
+            finetuned,
+            cfg.variants,
+            steps=cfg.depth_steps,
+            lr=cfg.lr_depth,
+            batch_size=cfg.depth_batch_size,
+            grad_loss_weight=cfg.depth_grad_weight,
+            final_norm=cfg.depth_final_norm,
+            **common,
+        )
+        results = {
+            "seg": {v: dict(r.metrics) for v, r in seg.items()},
+            "depth": {v: dict(r.metrics) for v, r in dep.items()},
+        }
+        examples: dict[str, dict[str, Any]] = {}
+        curves: dict[str, list[float]] = {}
+        for task, res in (("seg", seg), ("depth", dep)):
+            for v, r in res.items():
+                examples[f"{task}/{v}"] = {k: r.examples[k] for k in ("index", "pred", "target")}
+                curves[f"{task}/{v}"] = r.losses
+        aware: dict[str, dict[str, float]] = {}
+        if run_awareness:
+            val = probe_data(val_scenes, max_depth)
+            orig_val, _ = cached_features(original, val_scenes, val.images, root)
+            ft_val, _ = cached_features(finetuned, val_scenes, val.images, root)
+            grid = tuple(orig_val.shape[-2:])
+            pairs = []
+            for si in sorted(set(val.scene_of)):
+                ids = [i for i, s in enumerate(val.scene_of) if s == si]
+                pairs += [
+                    (ids[a], ids[b], ov)
+                    for a, b, ov in A.covisible_pairs([val.views[i] for i in ids], grid, max_pairs=12)
+                ]
+            feats = {"original": orig_val, "finetuned": ft_val, "concat": torch.cat([orig_val, ft_val], 1)}
+            aware = A.awareness_table(val.views, pairs, feats, seed=seed)
+        s0, d0 = next(iter(seg.values())), next(iter(dep.values()))
+        torch.save(
+            {
+                "examples": examples,
+                "index": s0.examples["index"],
+                "images": s0.examples["image"],  # the segmentation val images
+                "labels": s0.examples["target"],
+                "depth": d0.examples["target"],
+                "depth_images": d0.examples["image"],  # the depth val images (other samples when the sets differ)
+                "depth_index": d0.examples["index"],
+            },
+            out / "examples.pt",
+        )
+        write_json(out / "curves.json", curves)
+        timing = {
+            task: {k: r.config[k] for k in r.config if k.startswith("seconds_")}
+            for task, r in (("seg", s0), ("depth", d0))
+        }
+        return {
+            "stage": "probe",
+            "protocol": "official",
+            "profile": profile_name,
+            **(tag or {}),
+            **{k: v for k, v in original.describe().items() if k in ("backbone", "weights")},
+            "finetuned": finetuned.identity()["weights"],
+            "sets": {"seg": [seg_tr.key(), seg_va.key()], "depth": [dep_tr.key(), dep_va.key()]},
+            "train_views": len(seg_tr),
+            "val_views": len(seg_va),
+            "depth_train_views": len(dep_tr),
+            "depth_val_views": len(dep_va),
+            "depth_pixels_masked_val": int(d0.config["invalid_pixels_val"]),  # GT == 0 in the depth val split
+            "classes": seg_tr.classes,
+            "results": results,
+            "awareness": aware,
+            "timing": timing,
+            "official": dataclasses.asdict(settings),
+            "wall_seconds": round(time.time() - t0, 1),
+        }
+
+    art = cache.build("probe", key, root, make, force=force, what="the probes (official protocol)")
+    return {**art.stats, "path": str(art.path)}
 
 
 __all__ = [
@@ -814,12 +1966,15 @@ __all__ = [
     "confusion_matrix",
     "depth_loss",
     "depth_metrics",
-    "extract_features",
     "gradient_loss",
     "metrics_from_confusion",
     "per_class_iou",
     "predict_depth",
+    "ProbeData",
+    "cached_features",
     "predict_seg",
+    "probe_data",
+    "run_probes",
     "resize_bilinear",
     "resize_bilinear_cl",
     "seg_loss",
@@ -827,4 +1982,17 @@ __all__ = [
     "sigloss",
     "train_depth_probe",
     "train_seg_probe",
+    "EvalSetSource",
+    "OfficialSettings",
+    "SceneSource",
+    "as_probe_source",
+    "batch_features",
+    "collate_official",
+    "flip_average",
+    "frozen_tokens",
+    "make_batch",
+    "onecycle_momentum",
+    "sample_rng",
+    "slide_inference",
+    "train_probes_official",
 ]

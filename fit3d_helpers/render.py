@@ -50,6 +50,7 @@ two (see ``benchmarks/bench_render.py``).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -64,7 +65,9 @@ __all__ = [
     "EPS2D",
     "MAX_ALPHA",
     "TRANSMITTANCE_THRESHOLD",
+    "composite_weights",
     "gsplat_available",
+    "render_with_weights",
     "means2d_grad_stats",
     "project_gaussians",
     "quat_to_rotmat",
@@ -92,13 +95,31 @@ _COMPACT_BELOW = 0.8  # drop the pairs cut by the transmittance stop when fewer 
 # ----------------------------------------------------------------------------------------------------------
 # gsplat backend
 # ----------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def gsplat_available() -> bool:
-    """True when gsplat imports *and* CUDA is usable (gsplat 1.5.3 tries to compile with nvcc on first use)."""
+    """True when gsplat imports, CUDA is usable *and* its CUDA kernels load.
+
+    gsplat 1.5.3 compiles its kernels with nvcc on first use (a few minutes, once per machine or Colab runtime). When
+    that fails, the course warns once and renders with its PyTorch renderer instead (on the GPU too; slower), rather
+    than crash: ``backend="auto"`` then picks ``"torch"``.
+    """
     if not torch.cuda.is_available():
         return False
     try:
-        import gsplat  # noqa: F401
-    except Exception:  # ImportError, or a broken install that fails while importing
+        from gsplat.cuda._backend import _C  # triggers the JIT build the first time
+    except Exception as err:  # ImportError, a broken install, or a failed nvcc build
+        warnings.warn(
+            f"gsplat is unusable here ({type(err).__name__}: {str(err)[:300]}); rendering with the course's "
+            "PyTorch renderer instead (slower). README, 'Colab', says how to retry the build.",
+            stacklevel=2,
+        )
+        return False
+    if _C is None:
+        warnings.warn(
+            "gsplat found no CUDA toolkit (nvcc), so its kernels cannot be built; rendering with the course's "
+            "PyTorch renderer instead (slower).",
+            stacklevel=2,
+        )
         return False
     return True
 
@@ -325,17 +346,17 @@ class _Composite(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, params, table, vis, pix, alpha, T, gorder, n_pix, pix0, width, height, geo_channels):
+    def forward(ctx, params, table, vis, pix, alpha, T, gorder, n_pix, pix0, width, height, geo_channels, max_alpha):
         counts, offsets = _segment_offsets(pix, n_pix)
         out = F.embedding_bag(vis, table, offsets, mode="sum", per_sample_weights=alpha * T)
         ctx.save_for_backward(params, table, vis, pix, alpha, T, gorder, counts, offsets)
-        ctx.geometry = (pix0, width, height, geo_channels)
+        ctx.geometry = (pix0, width, height, geo_channels, max_alpha)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         params, table, vis, pix, alpha, T, gorder, counts, offsets = ctx.saved_tensors
-        pix0, width, height, geo_channels = ctx.geometry
+        pix0, width, height, geo_channels, max_alpha = ctx.geometry
         grad_out = grad_out.contiguous()
         grad_params = grad_table = None
         w = alpha * T
@@ -348,7 +369,7 @@ class _Composite(torch.autograd.Function):
                 q = _pair_dots(grad_out.index_select(1, idx), table.index_select(1, idx), vis, offsets, pix)
             suffix = _segment_exclusive_suffix_sum((w * q).double(), counts).to(alpha.dtype)
             g_alpha = T * q - suffix / (1.0 - alpha)
-            live = (alpha < MAX_ALPHA) & (alpha > 0)  # clamped: no gradient; alpha 0: not composited
+            live = (alpha < max_alpha) & (alpha > 0)  # clamped: no gradient; alpha 0: not composited
             g_alpha = torch.where(live, g_alpha, torch.zeros((), dtype=alpha.dtype, device=alpha.device))
             mx, my, a, b, c, op = params.index_select(1, vis).unbind(0)  # contiguous rows
             gpix = pix + pix0
@@ -379,7 +400,7 @@ class _Composite(torch.autograd.Function):
                 mode="sum",
                 per_sample_weights=w.index_select(0, gorder),
             )
-        return grad_params, grad_table, None, None, None, None, None, None, None, None, None, None
+        return grad_params, grad_table, None, None, None, None, None, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -447,7 +468,7 @@ def _band_pairs(g: dict[str, Tensor], r0: int, r1: int, width: int):
         return None
     tile = torch.div(flat, TILE * TILE, rounding_mode="floor")
     alpha = torch.exp(-sigma.view(-1).index_select(0, flat)).mul_(per_tile("op").index_select(0, tile))
-    alpha.clamp_max_(MAX_ALPHA)
+    alpha.clamp_max_(g["max_alpha"])
     alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros((), dtype=dtype, device=dev))
     n_pix = (r1 - r0) * width
     # one sort key per pair: (pixel, depth rank among the band's Gaussians); int32 when it fits
@@ -516,10 +537,8 @@ def _plan_bands(g: dict[str, Tensor], n_rows: int, chunk_pairs: int) -> list[tup
 # ----------------------------------------------------------------------------------------------------------
 # PyTorch backend
 # ----------------------------------------------------------------------------------------------------------
-def _torch_rasterize(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background, chunk_pairs,
-    geometry_channels=None,
-):
+def _setup(means, quats, scales, opacities, viewmats, Ks, width, height, near, far, chunk_pairs, max_alpha):
+    """Projection, the visible (camera, Gaussian) list in depth order, their footprint boxes and the row bands."""
     C, N = viewmats.shape[0], means.shape[0]
     device = means.device
     proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near=near, far=far)
@@ -527,8 +546,6 @@ def _torch_rasterize(
     if means2d.requires_grad:
         means2d.retain_grad()
     op_cn = opacities.expand(C, -1)
-    D = colors.shape[-1]
-
     with torch.no_grad():
         flat = torch.nonzero(valid.reshape(-1)).squeeze(1)  # visible (camera, gaussian) as c*N + g
         # depth order within each camera (stable, as gsplat's radix sort over depth bits is)
@@ -555,12 +572,99 @@ def _torch_rasterize(
             "op": op_cn.detach().reshape(-1).index_select(0, flat).to(m2.dtype),
         }  # fmt: skip
         g["lnthr"] = torch.log(g["op"] * (1.0 / ALPHA_THRESHOLD)) * (1 + 1e-6) + 1e-6
+        g["max_alpha"] = float(max_alpha)
         bands = _plan_bands(g, C * height, int(chunk_pairs))
+    return proj, flat, cam, g, bands
+
+
+@torch.no_grad()
+def composite_weights(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmat: Tensor,
+    K: Tensor,
+    width: int,
+    height: int,
+    *,
+    near: float = 0.01,
+    far: float = 1e10,
+    max_alpha: float = MAX_ALPHA,
+    chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One camera's compositing weights as sparse triples: (pixel [P] = row·W + col, Gaussian [P], weight αT [P]),
+    sorted by pixel. With the geometry frozen they do not change, so a feature refit computes them once per view and
+    renders any colours as ``render_with_weights`` — the same numbers as ``rasterize`` (no pair work per step)."""
+    viewmats, Ks = viewmat.reshape(1, 4, 4), K.reshape(1, 3, 3)
+    N = means.shape[0]
+    proj, flat, cam, g, bands = _setup(
+        means, quats, scales, opacities, viewmats, Ks, int(width), int(height), near, far, chunk_pairs, max_alpha
+    )
+    pixels, gauss, weights = [], [], []
+    for r0, r1 in bands:
+        res = _band_pairs(g, r0, r1, int(width)) if flat.numel() else None
+        if res is None:
+            continue
+        vis, pix, alpha, T, _, _ = res
+        w = alpha * T
+        keep = w > 0
+        pixels.append(pix[keep] + r0 * int(width))
+        gauss.append((flat - cam * N).index_select(0, vis[keep]))
+        weights.append(w[keep])
+    if not pixels:
+        empty = torch.zeros(0, dtype=torch.long, device=means.device)
+        return empty, empty, torch.zeros(0, dtype=means.dtype, device=means.device)
+    return torch.cat(pixels), torch.cat(gauss), torch.cat(weights)
+
+
+def render_with_weights(colors: Tensor, weights: tuple[Tensor, Tensor, Tensor], width: int, height: int) -> Tensor:
+    """``colors [N, D]`` composited with fixed weights from :func:`composite_weights` -> ``[H, W, D]``.
+    Differentiable in ``colors`` (an embedding-bag over the pixel-sorted pairs)."""
+    pix, gauss, w = weights
+    n_pix = int(width) * int(height)
+    if pix.numel() == 0:
+        return colors.new_zeros(int(height), int(width), colors.shape[1]) + 0.0 * colors.sum()
+    counts = torch.bincount(pix, minlength=n_pix)
+    offsets = torch.cumsum(counts, 0) - counts
+    out = F.embedding_bag(gauss, colors, offsets, mode="sum", per_sample_weights=w.to(colors.dtype))  # [n_pix, D]
+    return out.view(int(height), int(width), -1)
+
+
+def _torch_rasterize(
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    near,
+    far,
+    background,
+    chunk_pairs,
+    geometry_channels=None,
+    max_alpha=MAX_ALPHA,
+):
+    C, N = viewmats.shape[0], means.shape[0]
+    device = means.device
+    proj, flat, cam, g, bands = _setup(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near, far, chunk_pairs, max_alpha
+    )
+    means2d, conics, depths, valid = proj["means2d"], proj["conics"], proj["depths"], proj["valid"]
+    op_cn = opacities.expand(C, -1)
+    D = colors.shape[-1]
 
     # differentiable tables of the visible Gaussians, in the same order as g: params [6, G], colours [G, D+1]
-    params = torch.stack(
-        [means2d[..., 0], means2d[..., 1], conics[..., 0], conics[..., 1], conics[..., 2], op_cn.to(means2d.dtype)]
-    ).reshape(6, -1).index_select(1, flat)
+    params = (
+        torch.stack(
+            [means2d[..., 0], means2d[..., 1], conics[..., 0], conics[..., 1], conics[..., 2], op_cn.to(means2d.dtype)]
+        )
+        .reshape(6, -1)
+        .index_select(1, flat)
+    )
     col1 = torch.cat([colors, torch.ones(colors.shape[:-1] + (1,), dtype=colors.dtype, device=device)], dim=-1)
     col_rows = col1.reshape(-1, D + 1).index_select(0, flat if colors.dim() == 3 else flat - cam * N)
 
@@ -575,7 +679,19 @@ def _torch_rasterize(
         n_pairs += n_comp
         outs.append(
             _Composite.apply(
-                params, col_rows, vis, pix, alpha, T, gorder, n_pix, r0 * width, width, height, geometry_channels
+                params,
+                col_rows,
+                vis,
+                pix,
+                alpha,
+                T,
+                gorder,
+                n_pix,
+                r0 * width,
+                width,
+                height,
+                geometry_channels,
+                float(max_alpha),
             )
         )
     out = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
@@ -646,6 +762,7 @@ def rasterize_with_info(
     background: Tensor | None = None,
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
     geometry_channels: int | None = None,
+    max_alpha: float = MAX_ALPHA,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """``rasterize`` plus gsplat's ``meta`` dict (unpacked layout on both backends).
 
@@ -669,6 +786,8 @@ def rasterize_with_info(
     if backend == "auto":
         backend = "gsplat" if (means.device.type == "cuda" and gsplat_available()) else "torch"
     if backend == "gsplat":
+        if abs(max_alpha - MAX_ALPHA) > 1e-12:
+            _warn_gsplat_alpha(max_alpha)
         if geometry_channels is None:
             return _gsplat_rasterize(
                 means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background
@@ -688,8 +807,17 @@ def rasterize_with_info(
         raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
     return _torch_rasterize(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, near, far, background, chunk_pairs,
-        None if geometry_channels is None else int(geometry_channels),
+        None if geometry_channels is None else int(geometry_channels), max_alpha,
     )  # fmt: skip
+
+
+@functools.cache
+def _warn_gsplat_alpha(max_alpha: float) -> None:
+    warnings.warn(
+        f"alpha clamp {max_alpha} was asked for, but gsplat's kernels clamp at {MAX_ALPHA}: the gsplat backend "
+        "renders with 0.999 (backend='torch' honours the setting)",
+        stacklevel=3,
+    )
 
 
 def rasterize(
@@ -709,6 +837,7 @@ def rasterize(
     background: Tensor | None = None,
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
     geometry_channels: int | None = None,
+    max_alpha: float = MAX_ALPHA,
 ) -> tuple[Tensor, Tensor]:
     """Render N Gaussians into C cameras: ``renders [C,H,W,D]``, ``alphas [C,H,W,1]``.
 
@@ -720,7 +849,7 @@ def rasterize(
     """
     renders, alphas, _ = rasterize_with_info(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, backend=backend, near=near, far=far,
-        background=background, chunk_pairs=chunk_pairs, geometry_channels=geometry_channels,
+        background=background, chunk_pairs=chunk_pairs, geometry_channels=geometry_channels, max_alpha=max_alpha,
     )  # fmt: skip
     return renders, alphas
 

@@ -1,32 +1,33 @@
-"""Self-contained HTML report: notebook pages (nbconvert, offline) and an index built from ``stats.json`` files.
+"""Self-contained HTML report: notebook pages (nbconvert, offline) and index pages built from the artifacts' stats.
 
 Everything this module writes opens offline: no ``<script src="http…">`` and no ``<link href="http…">``.
 
 * nbconvert's ``lab`` template loads require.js, MathJax and mermaid from CDNs. A small template on top of it
-  drops those blocks; plotly's figure outputs also carry a MathJax CDN ``<script>`` which is stripped
-  afterwards (:func:`strip_remote_resources`). Figures still render because plotly's ``"notebook"`` renderer
-  embeds plotly.js (as a plain ``<script>``, no require.js needed with plotly ≥ 6) in the output of the cell
-  that selects the renderer.
-* LaTeX in markdown cells (``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``) is rendered to SVG images with
-  matplotlib's mathtext before conversion, since MathJax is not available offline. What mathtext cannot
-  parse is shown as raw TeX in a ``<code>`` span.
+  (``templates/nbconvert_offline.html.j2``) drops those blocks; plotly's figure outputs also carry a MathJax
+  CDN ``<script>`` which is stripped afterwards (:func:`strip_remote_resources`). Figures still render because
+  plotly's ``"notebook"`` renderer embeds plotly.js (as a plain ``<script>``, no require.js needed with
+  plotly ≥ 6) in the output of the cell that selects the renderer.
+* LaTeX in markdown (``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``, bare ``\\begin{env}…\\end{env}``) becomes MathML
+  with ``latex2mathml`` before conversion; browsers draw MathML natively (no MathJax, no network). What
+  latex2mathml cannot convert is shown as raw TeX in a code span.
 * Markdown images with local paths are embedded (``embed_images``), relative to the source notebook's folder.
 * A red random-weights banner goes at the top of a page when the notebook's outputs contain
   :data:`~fit3d_helpers.utils.RANDOM_WEIGHTS_BANNER`, or when the caller passes ``banner``.
 
-:func:`build_index` writes ``report/index.html`` from ``report/run.json`` (see :mod:`fit3d_helpers.runner`)
-and every ``artifacts/<stage>/<hash>/stats.json``; the only typed numbers in it are the paper's, in a table
-labelled as such.
+:func:`build_index` writes ``report/index.html`` (the run, the method, the headline probe numbers, the paper's
+tables beside ours, the ablations) and ``report/artifacts.html`` (every artifact, one table per stage) from
+``report/run.json`` (see :mod:`fit3d_helpers.runner`) and the artifacts (:func:`fit3d_helpers.cache.iter_artifacts`),
+with the Jinja2 templates in ``fit3d_helpers/templates``. The only typed numbers in them are the paper's, taken
+from :mod:`fit3d_helpers.paper` and labelled with their table.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
+import dataclasses
 import datetime as _dt
 import functools
 import html
-import io
 import math
 import os
 import re
@@ -35,10 +36,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import paper
 from .utils import RANDOM_WEIGHTS_BANNER, read_json
 
 __all__ = [
-    "PAPER_SOURCE",
+    "BANNER_CLASS",
+    "REMOTE_PATTERNS",
+    "STAGE_ORDER",
     "apply_banner",
     "banner_html",
     "build_index",
@@ -51,6 +55,7 @@ __all__ = [
     "strip_remote_resources",
 ]
 
+TEMPLATES = Path(__file__).with_name("templates")
 BANNER_CLASS = "fit3d-banner"
 _BANNER_MARK = f'class="{BANNER_CLASS}"'
 # The first sentence of the banner is what we look for in outputs (robust to wrapping of the rest).
@@ -62,9 +67,7 @@ REMOTE_PATTERNS = (
     re.compile(r"""<script[^>]+src=["']?(?:https?:)?//""", re.I),
     re.compile(r"""<link[^>]+href=["']?(?:https?:)?//""", re.I),
 )
-_REMOTE_SCRIPT_RE = re.compile(
-    r"""<script\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^>]*>\s*</script\s*>""", re.I | re.S
-)
+_REMOTE_SCRIPT_RE = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^>]*>\s*</script\s*>""", re.I | re.S)
 _REMOTE_LINK_RE = re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']?(?:https?:)?//[^>]*>""", re.I)
 
 
@@ -139,7 +142,7 @@ def notebook_has_random_banner(nb: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# LaTeX → SVG (matplotlib mathtext), so that math reads right without MathJax
+# LaTeX → MathML (latex2mathml), so that math reads right without MathJax
 # ----------------------------------------------------------------------------------------------------------
 
 _FENCE_RE = re.compile(r"^(?P<fence>`{3,}|~{3,})[^\n]*\n.*?^(?P=fence)[ \t]*$", re.M | re.S)
@@ -147,82 +150,85 @@ _INLINE_CODE_RE = re.compile(r"(?P<ticks>`+)(?!`).+?(?<!`)(?P=ticks)(?!`)", re.S
 _MATH_RE = re.compile(
     r"(?<!\\)\$\$(?P<d1>.+?)(?<!\\)\$\$"  # $$ display $$
     r"|\\\[(?P<d2>.+?)\\\]"  # \[ display \]
+    r"|(?P<d3>\\begin\{(?P<env>[A-Za-z]+\*?)\}.+?\\end\{(?P=env)\})"  # bare \begin{align}…\end{align}
     r"|\\\((?P<i2>.+?)\\\)"  # \( inline \)
     r"|(?<![\\$\w])\$(?![\s$])(?P<i1>(?:\\\$|[^$\n])+?)(?<![\s\\])\$(?![$\w])",  # $inline$ (not "$5 and $6")
     re.S,
 )
-_TEX_FIXES = (
-    (re.compile(r"\\tfrac\b"), r"\\frac"),
-    (re.compile(r"\\[lr]Vert\b"), r"\\Vert "),
-    (re.compile(r"\\[lr]vert\b"), "|"),
-    (re.compile(r"\\\|"), r"\\Vert "),
-    (re.compile(r"\\bm\b"), r"\\boldsymbol"),
-    (re.compile(r"\\coloneqq\b"), ":="),
-    (re.compile(r"\\displaystyle\b"), ""),
-    (re.compile(r"\\textrm\b"), r"\\mathrm"),
+_TEX_FIXES = (  # what latex2mathml lacks, rewritten to what it has
+    (re.compile(r"\\begin\{(?:aligned|align|split|eqnarray|alignat)\*?\}(?:\{\d+\})?"), r"\\begin{align*}"),
+    (re.compile(r"\\end\{(?:aligned|align|split|eqnarray|alignat)\*?\}"), r"\\end{align*}"),
+    (re.compile(r"\\begin\{(?:gathered|gather|multline)\*?\}"), r"\\begin{array}{c}"),
+    (re.compile(r"\\end\{(?:gathered|gather|multline)\*?\}"), r"\\end{array}"),
+    (re.compile(r"\\(?:begin|end)\{(?:equation|displaymath|math)\*?\}"), ""),
+    (re.compile(r"\\label\{[^}]*\}|\\nonumber\b|\\notag\b"), ""),
+    (re.compile(r"\\operatorname\*"), r"\\operatorname"),
 )
-_MATH_SIZE_PT = 12.0
-_OVERSAMPLE = 4  # parse at 4 × 72 dpi for sub-point metrics
+_MATHML_TAGS = frozenset(
+    "math semantics annotation mrow mi mn mo mtext ms mspace msub msup msubsup mfrac msqrt mroot mover munder "
+    "munderover mtable mtr mtd mlabeledtr mstyle mpadded mphantom menclose merror mmultiscripts mprescripts "
+    "none".split()
+)
+_MATH_TOKEN = "FIT3DMATH{:05d}X"
+_MATH_TOKEN_RE = re.compile(r"<[^>]*>|FIT3DMATH\d{5}X")
 
 
-@functools.lru_cache(maxsize=512)
-def _tex_to_img(tex: str, display: bool) -> str | None:
-    """One formula as an ``<img>`` with an SVG data URI sized in em; None when mathtext cannot parse it."""
-    import matplotlib
+@functools.lru_cache(maxsize=1024)
+def _tex_to_mathml(tex: str, display: bool) -> str | None:
+    """One formula as a ``<math>`` element on one line; None when latex2mathml cannot convert it cleanly."""
+    import xml.etree.ElementTree as ET
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib import mathtext
-    from matplotlib.font_manager import FontProperties
-
+    try:
+        from latex2mathml.converter import convert
+    except ImportError:  # pragma: no cover - a declared dependency; without it math stays TeX
+        warnings.warn("latex2mathml is not installed: math in the report stays raw TeX", stacklevel=3)
+        return None
     body = tex.strip()
     for pat, rep in _TEX_FIXES:
         body = pat.sub(rep, body)
-    body = " ".join(body.split())  # mathtext wants one line
-    if display:  # mathtext has no display style: make fractions display-sized at least
-        body = re.sub(r"\\frac\b", r"\\dfrac", body)
-    if not body:
+    if not body.strip():
         return None
-    s = f"${body}$"
-    prop = FontProperties(size=_MATH_SIZE_PT)
     try:
-        width, height, depth, *_ = mathtext.MathTextParser("path").parse(s, dpi=72 * _OVERSAMPLE, prop=prop)
-        buf = io.BytesIO()
-        with matplotlib.rc_context({"savefig.transparent": True, "svg.fonttype": "path"}):
-            mathtext.math_to_image(s, buf, prop=prop, format="svg")
-    except Exception:  # noqa: BLE001 - any parse/layout failure falls back to raw TeX
+        out = convert(body, display="block" if display else "inline")
+        tree = ET.fromstring(out)  # well-formed XML: no raw "&" or "<" leaked from \text{…}
+    except Exception:  # any parse failure falls back to raw TeX
         return None
-    em = _MATH_SIZE_PT * _OVERSAMPLE
-    h, d, w = height / em, depth / em, width / em
-    uri = "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
-    alt = html.escape(tex.strip(), quote=True)
-    # One void tag, nothing else: nbconvert passes each inline-HTML fragment through an HTML parser on its
-    # own (embed_images), which would close an opening <span>/<code> before its content.
-    layout = (
-        "display:block;margin:0.6em auto" if display else f"display:inline;vertical-align:{-d * 1.1:.3f}em;margin:0 0.1em"
-    )
-    cls = "fit3d-math fit3d-math-display" if display else "fit3d-math"
-    return (
-        f'<img class="{cls}" src="{uri}" alt="{alt}" title="{alt}" '
-        f'style="height:{h * 1.1:.3f}em;width:{w * 1.1:.3f}em;{layout}">'
-    )
+    for el in tree.iter():
+        if el.tag.rsplit("}", 1)[-1] not in _MATHML_TAGS:
+            return None  # e.g. HTML that \text{…} let through
+        if el.text and re.match(r"\s*\\[A-Za-z]", el.text):
+            return None  # an unknown command, copied through as text
+    return " ".join(out.split())
 
 
 def _raw_tex(tex: str, display: bool) -> str:
-    """What mathtext cannot draw stays TeX, as a markdown code span (rendered verbatim)."""
+    """What latex2mathml cannot convert stays TeX, as a markdown code span (rendered verbatim)."""
     body = ("$$" if display else "$") + " ".join(tex.split()) + ("$$" if display else "$")
     ticks = "`" * (max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
     return f"{ticks} {body} {ticks}"
 
 
-def render_markdown_math(source: str) -> str:
-    """Replace LaTeX math in a markdown string by inline SVG images (code spans and fences left alone)."""
-    if "$" not in source and "\\(" not in source and "\\[" not in source:
+def render_markdown_math(source: str, *, tokens: dict[str, str] | None = None) -> str:
+    """Replace LaTeX math in a markdown string by MathML (code spans, fenced code and ``\\$`` left alone).
+
+    tokens: when given, each formula is replaced by a placeholder word and its MathML stored in ``tokens``
+        (:func:`export_html` puts them back after nbconvert, whose markdown renderer would otherwise re-parse
+        each inline tag on its own and break the nesting).
+    """
+    if "$" not in source and "\\(" not in source and "\\[" not in source and "\\begin" not in source:
         return source
 
     def repl(m: re.Match) -> str:
-        display = m.group("d1") is not None or m.group("d2") is not None
-        tex = next(g for g in (m.group("d1"), m.group("d2"), m.group("i2"), m.group("i1")) if g is not None)
-        return _tex_to_img(tex, display) or _raw_tex(tex, display)
+        display = m.group("i1") is None and m.group("i2") is None
+        tex = next(m.group(g) for g in ("d1", "d2", "d3", "i2", "i1") if m.group(g) is not None)
+        mathml = _tex_to_mathml(tex, display)
+        if mathml is None:
+            return _raw_tex(tex, display)
+        if tokens is None:
+            return mathml
+        key = _MATH_TOKEN.format(len(tokens))
+        tokens[key] = mathml
+        return key
 
     def prose(text: str) -> str:
         out, pos = [], 0
@@ -242,46 +248,49 @@ def render_markdown_math(source: str) -> str:
     return "".join(out)
 
 
-def _render_notebook_math(nb: Any) -> None:
+def _render_notebook_math(nb: Any) -> dict[str, str]:
+    """Math of markdown cells and markdown outputs → placeholders; returns placeholder → MathML."""
+    tokens: dict[str, str] = {}
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = render_markdown_math(cell.source)
+            cell.source = render_markdown_math(cell.source, tokens=tokens)
         elif cell.cell_type == "code":
             for out in cell.get("outputs", []):
                 data = out.get("data") or {}
                 if "text/markdown" in data and "text/html" not in data:
-                    data["text/markdown"] = render_markdown_math(_joined(data["text/markdown"]))
+                    data["text/markdown"] = render_markdown_math(_joined(data["text/markdown"]), tokens=tokens)
+    return tokens
+
+
+def _restore_math(page: str, tokens: Mapping[str, str]) -> str:
+    """Put the MathML back where the placeholders are, in text only (not inside a tag, e.g. a heading's id)."""
+    if not tokens:
+        return page
+
+    def repl(m: re.Match) -> str:
+        s = m.group(0)
+        if s[0] == "<":  # a tag: drop the placeholder from attributes (nbconvert's heading ids)
+            return re.sub(r"-?FIT3DMATH\d{5}X", "", s) if "FIT3DMATH" in s else s
+        return tokens.get(s, s)
+
+    return _MATH_TOKEN_RE.sub(repl, page)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Notebook → HTML
 # ----------------------------------------------------------------------------------------------------------
 
-_OFFLINE_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{%- block html_head_js_mathjax -%}
-<style type="text/css">
-code.fit3d-tex { background: #f3f3f3; padding: 0 0.2em; }
-img.fit3d-math { border: 0; background: transparent; }
-</style>
-{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{% block jupyter_widgets %}{% endblock jupyter_widgets %}
-{%- block body_header -%}
-{{ super() }}
-{{ resources.get('fit3d_banner', '') }}
-{%- endblock body_header -%}
-"""
-
 
 def _exporter() -> Any:
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
+    # only this one template is shown to nbconvert: the report's own (index.html.j2, base.html.j2) would shadow lab's
+    offline = (TEMPLATES / "nbconvert_offline.html.j2").read_text(encoding="utf-8")
     return HTMLExporter(
         template_name="lab",
         template_file="fit3d_offline.html.j2",
-        extra_loaders=[DictLoader({"fit3d_offline.html.j2": _OFFLINE_TEMPLATE})],
+        extra_loaders=[DictLoader({"fit3d_offline.html.j2": offline})],
         embed_images=True,
         require_js_url="",
         mathjax_url="",
@@ -315,7 +324,7 @@ def export_html(
     if banner is None and detect_banner and notebook_has_random_banner(nb):
         banner = RANDOM_WEIGHTS_BANNER
     nb = copy.deepcopy(nb)
-    _render_notebook_math(nb)
+    tokens = _render_notebook_math(nb)
     if title:
         nb.metadata["title"] = title
     resources = {
@@ -326,7 +335,7 @@ def export_html(
         "fit3d_banner": banner_html(banner) if banner else "",
     }
     body, _ = _exporter().from_notebook_node(nb, resources=resources)
-    body = strip_remote_resources(body)
+    body = _restore_math(strip_remote_resources(body), tokens)
     if 'require(["plotly"]' in body or "require(['plotly']" in body:
         warnings.warn(
             f"{executed_ipynb.name}: plotly figures were made by a plotly < 6 'notebook' renderer, which needs "
@@ -348,43 +357,32 @@ def _write_text_atomic(path: Path, text: str) -> None:
 # Artifacts
 # ----------------------------------------------------------------------------------------------------------
 
-# Pipeline order for the index; stages not listed follow alphabetically.
-STAGE_ORDER = ("data", "scenes", "lift", "gaussians", "targets", "finetune", "features", "probe", "ablations")
+# The course's stages, in pipeline order (stages not listed follow alphabetically).
+STAGE_ORDER = ("data", "lift", "lift_features", "targets", "finetune", "features", "probe", "ablations")
 
 
 def scan_artifacts(artifacts_dir: str | Path) -> list[dict[str, Any]]:
-    """Every complete-looking ``<artifacts>/<stage>/<hash>/stats.json`` (temp folders skipped), in stage order.
+    """Every complete artifact (``<artifacts>/<stage>/<hash>/CURRENT`` → its version folder), in stage order,
+    newest first within a stage. Unreadable ones are skipped.
 
-    Each entry: ``stage``, ``hash``, ``path``, ``stats``, ``config`` (or {}), ``mtime``.
+    Each entry: ``stage``, ``hash``, ``path`` (the version folder), ``stats``, ``config`` (or {}), ``mtime``.
     """
-    root = Path(artifacts_dir)
+    from .cache import ArtifactError, iter_artifacts
+
     found: list[dict[str, Any]] = []
-    if not root.is_dir():
-        return found
-    for stats_path in root.glob("*/*/stats.json"):
-        folder = stats_path.parent
-        if folder.name.startswith(".") or folder.parent.name.startswith("."):
-            continue
+    for art in iter_artifacts(artifacts_dir):
         try:
-            stats = read_json(stats_path)
-        except (OSError, ValueError):
+            stats, config, mtime = art.stats, art.config, art.mtime
+        except (ArtifactError, OSError):
             continue
-        if not isinstance(stats, dict):
-            stats = {"value": stats}
-        config: Any = {}
-        if (folder / "config.json").is_file():
-            try:
-                config = read_json(folder / "config.json")
-            except (OSError, ValueError):
-                config = {}
         found.append(
             {
-                "stage": folder.parent.name,
-                "hash": folder.name,
-                "path": folder,
-                "stats": stats,
+                "stage": art.stage,
+                "hash": art.hash,
+                "path": art.path,
+                "stats": stats if isinstance(stats, dict) else {"value": stats},
                 "config": config if isinstance(config, dict) else {},
-                "mtime": stats_path.stat().st_mtime,
+                "mtime": mtime,
             }
         )
 
@@ -409,81 +407,58 @@ def _in_profile(a: Mapping[str, Any], profile: str | None) -> bool:
     return profile is None or p is None or p == profile
 
 
+def _is_random(a: Mapping[str, Any] | None) -> bool:
+    return a is not None and str(a["stats"].get("weights", "")).lower() == "random"
+
+
 def random_weights_artifacts(artifacts_dir: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
-    """Artifacts whose stats.json says ``"weights": "random"`` (those of another profile are skipped when
-    the stats or config name their profile)."""
-    return [
-        a
-        for a in scan_artifacts(artifacts_dir)
-        if _in_profile(a, profile) and str(a["stats"].get("weights", "")).lower() == "random"
-    ]
+    """Artifacts whose stats say ``"weights": "random"`` (those of another profile are skipped when the stats
+    or config name their profile)."""
+    return [a for a in scan_artifacts(artifacts_dir) if _in_profile(a, profile) and _is_random(a)]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Index page
+# Table models (rendered by templates/macros.html.j2)
 # ----------------------------------------------------------------------------------------------------------
 
-PAPER_SOURCE = (
-    "Reported by the paper — FiT3D, “Improving 2D Feature Representations by 3D-Aware Fine-Tuning” "
-    "(ECCV 2024), DINOv2 ViT-S/14 with a linear probe, “FiT3D” = original ⊕ fine-tuned features. Transcribed "
-    "in DESIGN.md §5 from public notes that reproduce the paper's tables (the PDF itself was not consulted). "
-    "These are the paper's numbers on the paper's datasets, not ours."
-)
-# dataset: (seg mIoU DINOv2, seg mIoU FiT3D, depth RMSE DINOv2, depth RMSE FiT3D); None = not reported
-PAPER_MAIN = {
-    "ScanNet++": (30.19, 32.76, 0.374, 0.336),
-    "NYUv2": (65.55, 67.50, 0.442, 0.420),
-    "ScanNet": (43.60, 44.84, 0.309, 0.292),
-    "ADE20K": (44.28, 45.93, None, None),
-    "Pascal VOC": (81.14, 82.35, None, None),
-    "KITTI": (None, None, 3.03, 2.91),
-}
-PAPER_ASSEMBLY_NYU_MIOU = {"concatenation": 67.50, "linear fusion": 66.39, "addition": 66.00}
-PAPER_EPOCHS_NYU_MIOU = {1: 67.50, 2: 67.25}
-PAPER_BACKBONES_SCANNETPP_MIOU = {
-    "DINOv2": (30.19, 32.76),
-    "DINOv2-reg": (30.92, 33.39),
-    "CLIP": (25.61, 28.82),
-    "MAE": (17.19, 20.27),
-    "DeiT-III": (18.62, 22.98),
-}
 
-_METRIC_ORDER = {
-    "seg": ["miou", "macc", "aacc"],
-    "depth": ["rmse", "absrel", "delta1", "delta2", "delta3"],
-}
-_METRIC_LABEL = {
-    "miou": "mIoU",
-    "macc": "mAcc",
-    "aacc": "aAcc",
-    "rmse": "RMSE",
-    "absrel": "AbsRel",
-    "delta1": "δ<1.25",
-    "delta2": "δ<1.25²",
-    "delta3": "δ<1.25³",
-}
-_HIGHER_BETTER = {"miou", "macc", "aacc", "delta1", "delta2", "delta3", "acc", "accuracy", "psnr", "cosine", "pck"}
-_LOWER_BETTER = {"rmse", "absrel", "loss", "error", "mse", "l1"}
-_VARIANT_ORDER = ["original", "finetuned", "fine_tuned", "concat", "concatenation", "add", "addition", "linear"]
-
-_CSS = """
-body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d1d1f;margin:0;background:#fafafa}
-main{max-width:1100px;margin:0 auto;padding:8px 28px 48px}
-h1{font-size:28px;margin:18px 0 4px}h2{font-size:21px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-h3{font-size:16px;margin:20px 0 6px}
-table{border-collapse:collapse;margin:8px 0 14px;background:#fff;font-size:14px}
-th,td{border:1px solid #d5d5d5;padding:4px 9px;text-align:left;vertical-align:top}
-th{background:#f0f0f3;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.other-profile td{color:#888}.muted{color:#666;font-size:13px}.ok{color:#0a7a2f;font-weight:600}
-.failed{color:#b00020;font-weight:600}.skipped{color:#8a6d00}.note{background:#fff8e1;border-left:4px solid #f0b400;
-padding:8px 12px;margin:10px 0}.paper{background:#eef4ff;border-left:4px solid #3b6fd8;padding:8px 12px;margin:10px 0}
-code{background:#f0f0f3;padding:0 3px;border-radius:3px}svg{max-width:100%;height:auto}
-details{margin:6px 0}summary{cursor:pointer}
-"""
+@dataclasses.dataclass
+class Cell:
+    text: str = "—"
+    cls: str = ""
+    bold: bool = False
+    code: bool = False
+    header: bool = False
+    title: str = ""
+    note: str = ""
+    colspan: int = 1
+    rowspan: int = 1
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+@dataclasses.dataclass
+class Row:
+    cells: list[Cell]
+    cls: str = ""
+
+
+@dataclasses.dataclass
+class Table:
+    head: list[list[Cell]]
+    rows: list[Row]
+    caption: str = ""
+
+
+def _th(text: Any, **kw: Any) -> Cell:
+    return Cell(str(text), header=True, **kw)
+
+
+_METRIC_ORDER = {"seg": ["miou", "macc", "aacc"], "depth": ["rmse", "absrel", "delta1"]}
+_METRIC_LABEL = {"miou": "mIoU", "macc": "mAcc", "aacc": "aAcc", "rmse": "RMSE", "absrel": "AbsRel", "delta1": "δ<1.25"}
+# what the probe and the 3D-awareness check write (awareness: recall@14px, chance@14px, median_px_error, cos_*)
+_HIGHER_BETTER = {"miou", "macc", "aacc", "delta1", "recall"}
+_LOWER_BETTER = {"rmse", "absrel", "median_px_error"}
+_VARIANT_ORDER = ["original", "finetuned", "concat", "add", "linear", "dup"]
+_NO_COUNTERPART = "ours only: the paper reports RMSE and Rel, no δ<1.25"
 
 
 def _fmt(v: Any, digits: int = 4, sig: bool = False) -> str:
@@ -506,14 +481,28 @@ def _fmt(v: Any, digits: int = 4, sig: bool = False) -> str:
     return s if len(s) <= 60 else s[:57] + "…"
 
 
-def _td(v: Any, *, bold: bool = False, digits: int = 4, sig: bool = False) -> str:
-    num = isinstance(v, (int, float)) and not isinstance(v, bool)
-    text = _e(_fmt(v, digits, sig))
-    if isinstance(v, str) and len(v) > 60:
-        text = f'<span title="{_e(v)}">{text}</span>'
-    if bold:
-        text = f"<b>{text}</b>"
-    return f'<td class="num">{text}</td>' if num else f"<td>{text}</td>"
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _cell(v: Any, *, bold: bool = False, digits: int = 4, sig: bool = False, fixed: int | None = None) -> Cell:
+    """A value cell; ``fixed`` = that many decimals (the paper's precision), else :func:`_fmt`."""
+    if fixed is not None and _is_num(v):
+        return Cell(f"{v:.{fixed}f}", cls="num", bold=bold)
+    title = v if isinstance(v, str) and len(v) > 60 else ""
+    return Cell(_fmt(v, digits, sig), cls="num" if _is_num(v) else "", bold=bold, title=title)
+
+
+def _delta_cell(a: float | None, b: float | None, higher: bool, digits: int, *, random: bool = False) -> Cell:
+    """b − a, green when it goes the good way and red otherwise; never coloured for a random-weights run."""
+    if a is None or b is None:
+        return Cell()
+    d = b - a
+    text = ("+" if d >= 0 else "−") + f"{abs(d):.{digits}f}"
+    if random:
+        return Cell(text, cls="num", note="random weights: not a result")
+    good = d != 0 and (d > 0) == higher
+    return Cell(text, cls="num " + ("good" if good else "bad"))
 
 
 def _flatten_scalars(d: Mapping[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
@@ -542,16 +531,14 @@ def _choose_columns(rows: list[dict[str, Any]], limit: int = 14) -> tuple[list[s
                 order.append(k)
                 seen[k] = 0
             seen[k] += 1
-    skip = {"stage"}
-    keys = [k for k in order if k not in skip]
+    keys = [k for k in order if k != "stage"]
     ranked = sorted(keys, key=lambda k: ("." in k, seen[k] < len(rows), -seen[k], order.index(k)))
-    cols = ranked[:limit]
-    return cols, len(keys) - len(cols)
+    return ranked[:limit], len(keys) - min(len(keys), limit)
 
 
 def _best_flags(values: list[Any], metric: str) -> list[bool]:
-    m = metric.lower().split(".")[-1]
-    nums = [v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values]
+    m = metric.lower().split(".")[-1].split("@")[0]
+    nums = [v if _is_num(v) and math.isfinite(v) else None for v in values]
     valid = [v for v in nums if v is not None]
     if len(valid) < 2 or (m not in _HIGHER_BETTER and m not in _LOWER_BETTER):
         return [False] * len(values)
@@ -559,143 +546,640 @@ def _best_flags(values: list[Any], metric: str) -> list[bool]:
     return [v is not None and v == best for v in nums]
 
 
-def _as_percent(task_results: Mapping[str, Mapping[str, Any]], metrics: Iterable[str]) -> bool:
+def _as_percent(task_results: Mapping[str, Any], metrics: Iterable[str]) -> bool:
     """Segmentation metrics stored as fractions (all ≤ 1) are shown in percent, like the paper."""
-    vals = [
-        r.get(m)
-        for r in task_results.values()
-        if isinstance(r, Mapping)
-        for m in metrics
-        if isinstance(r.get(m), (int, float))
-    ]
+    metrics = list(metrics)
+    vals = [r.get(m) for r in task_results.values() if isinstance(r, Mapping) for m in metrics if _is_num(r.get(m))]
     return bool(vals) and all(0 <= v <= 1.0 for v in vals)
 
 
 def _variant_sort(names: Iterable[str]) -> list[str]:
     names = list(names)
-    return sorted(names, key=lambda n: (_VARIANT_ORDER.index(n) if n in _VARIANT_ORDER else len(_VARIANT_ORDER), names.index(n)))
+    rank = {n: i for i, n in enumerate(_VARIANT_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
 
 
-def _probe_table(results: Mapping[str, Any], awareness: Mapping[str, Any] | None) -> str:
-    """Variant × metrics table for one probe artifact (segmentation and depth side by side)."""
+def _probe_model(results: Mapping[str, Any], awareness: Mapping[str, Any] | None) -> dict[str, Table | None]:
+    """Variant × metrics table of one probe artifact (segmentation in % like the paper), and its 3D awareness."""
     tasks = [t for t in ("seg", "depth") if isinstance(results.get(t), Mapping)]
     tasks += [t for t in results if t not in tasks and isinstance(results.get(t), Mapping)]
     columns: list[tuple[str, str]] = []
     percent: dict[str, bool] = {}
     for t in tasks:
-        tr = results[t]
         seen: list[str] = []
-        for r in tr.values():
+        for r in results[t].values():
             if isinstance(r, Mapping):
-                for m, v in r.items():
-                    if m not in seen and isinstance(v, (int, float)) and not isinstance(v, bool):
-                        seen.append(m)
+                seen += [m for m, v in r.items() if m not in seen and _is_num(v)]
         order = _METRIC_ORDER.get(t, [])
         ms = [m for m in order if m in seen] + [m for m in seen if m not in order]
         columns += [(t, m) for m in ms]
-        percent[t] = t == "seg" and _as_percent(tr, ms)
-    variants: list[str] = []
-    for t in tasks:
-        for v, r in results[t].items():
-            if isinstance(r, Mapping) and v not in variants:
-                variants.append(v)
-    variants = _variant_sort(variants)
-    if not columns:
-        return '<p class="muted">No probe metrics in this artifact.</p>'
-    head1 = "".join(
-        f'<th colspan="{sum(1 for c in columns if c[0] == t)}">{_e({"seg": "segmentation", "depth": "depth"}.get(t, t))}'
-        f'{" (%)" if percent.get(t) else ""}</th>'
-        for t in tasks
-        if any(c[0] == t for c in columns)
-    )
-    head2 = "".join(f"<th>{_e(_METRIC_LABEL.get(m, m))}</th>" for _, m in columns)
-    def cell(task: str, variant: str, metric: str) -> Any:
-        r = results[task].get(variant)
-        return r.get(metric) if isinstance(r, Mapping) else None
-
-    col_vals = {c: [cell(c[0], v, c[1]) for v in variants] for c in columns}
-    best = {c: _best_flags(col_vals[c], c[1]) for c in columns}
-    rows = []
-    for i, v in enumerate(variants):
-        cells = []
-        for c in columns:
-            val = col_vals[c][i]
-            if percent.get(c[0]) and isinstance(val, (int, float)):
-                val = 100.0 * val
-            cells.append(_td(val, bold=best[c][i]))
-        rows.append(f"<tr><th>{_e(v)}</th>{''.join(cells)}</tr>")
-    out = f'<table><tr><th rowspan="2">variant</th>{head1}</tr><tr>{head2}</tr>{"".join(rows)}</table>'
-    if isinstance(awareness, Mapping) and awareness:
-        aw_rows = {k: _flatten_scalars(v) if isinstance(v, Mapping) else {"value": v} for k, v in awareness.items()}
-        cols, _ = _choose_columns(list(aw_rows.values()))
-        vs = _variant_sort(aw_rows)
-        flags = {c: _best_flags([aw_rows[v].get(c) for v in vs], c) for c in cols}
-        body = "".join(
-            f"<tr><th>{_e(v)}</th>{''.join(_td(aw_rows[v].get(c), bold=flags[c][i]) for c in cols)}</tr>"
-            for i, v in enumerate(vs)
-        )
-        out += (
-            "<h3>3D awareness</h3><table><tr><th>variant</th>"
-            + "".join(f"<th>{_e(c)}</th>" for c in cols)
-            + f"</tr>{body}</table>"
-        )
-    return out + '<p class="muted">Bold: best value in the column.</p>'
-
-
-def _pipeline_svg() -> str:
-    boxes = [
-        ("Scenes", "posed RGB views", "01"),
-        ("Lift", "feature Gaussians", "02"),
-        ("Render", "3D-consistent features", "02"),
-        ("Fine-tune", "2D backbone", "03"),
-        ("Probe", "seg · depth", "04"),
-    ]
-    w, h, gap, x0, y0 = 170, 74, 40, 10, 30
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {x0 * 2 + len(boxes) * w + (len(boxes) - 1) * gap} 150" '
-        'width="1040" role="img" aria-label="FiT3D pipeline">',
-        '<defs><marker id="arr" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#444"/></marker></defs>',
-    ]
-    colors = ["#e8f1fb", "#eaf7ea", "#eaf7ea", "#fdf0e3", "#f3eafb"]
-    for i, (title, sub, nb) in enumerate(boxes):
-        x = x0 + i * (w + gap)
-        parts.append(
-            f'<rect x="{x}" y="{y0}" width="{w}" height="{h}" rx="10" fill="{colors[i]}" stroke="#555" stroke-width="1.2"/>'
-            f'<text x="{x + w / 2}" y="{y0 + 30}" text-anchor="middle" font-family="sans-serif" font-size="17" '
-            f'font-weight="600" fill="#222">{_e(title)}</text>'
-            f'<text x="{x + w / 2}" y="{y0 + 53}" text-anchor="middle" font-family="sans-serif" font-size="13" '
-            f'fill="#444">{_e(sub)}</text>'
-            f'<text x="{x + w - 8}" y="{y0 - 6}" text-anchor="end" font-family="monospace" font-size="12" '
-            f'fill="#777">notebook {nb}</text>'
-        )
-        if i:
-            xa = x - gap + 2
-            parts.append(
-                f'<line x1="{xa}" y1="{y0 + h / 2}" x2="{x - 3}" y2="{y0 + h / 2}" stroke="#444" '
-                'stroke-width="2" marker-end="url(#arr)"/>'
+        percent[t] = t == "seg" and _as_percent(results[t], ms)
+    variants = _variant_sort(dict.fromkeys(v for t in tasks for v, r in results[t].items() if isinstance(r, Mapping)))
+    metrics = None
+    if columns:
+        head1 = [_th("variant", rowspan=2)] + [
+            _th(
+                {"seg": "segmentation", "depth": "depth"}.get(t, t) + (" (%)" if percent[t] else ""),
+                colspan=sum(1 for c in columns if c[0] == t),
             )
-    # the feedback loop: the fine-tuned backbone's features are what the probe reads, original ⊕ fine-tuned
-    xl, xr = x0 + w / 2, x0 + 3 * (w + gap) + w / 2
-    yb = y0 + h + 30
-    parts.append(
-        f'<path d="M{xl},{y0 + h} L{xl},{yb} L{xr},{yb} L{xr},{y0 + h + 3}" fill="none" stroke="#999" '
-        'stroke-dasharray="5,4" stroke-width="1.5" marker-end="url(#arr)"/>'
-        f'<text x="{(xl + xr) / 2}" y="{yb - 6}" text-anchor="middle" font-family="sans-serif" font-size="12" '
-        'fill="#666">the same training views are the fine-tuning inputs</text></svg>'
+            for t in tasks
+            if any(c[0] == t for c in columns)
+        ]
+        head2 = [_th(_METRIC_LABEL.get(m, m), title=_NO_COUNTERPART if m == "delta1" else "") for _, m in columns]
+
+        def value(t: str, v: str, m: str) -> Any:
+            r = results[t].get(v)
+            x = r.get(m) if isinstance(r, Mapping) else None
+            return 100.0 * x if percent[t] and _is_num(x) else x
+
+        vals = {c: [value(c[0], v, c[1]) for v in variants] for c in columns}
+        best = {c: _best_flags(vals[c], c[1]) for c in columns}
+        rows = [Row([_th(v)] + [_cell(vals[c][i], bold=best[c][i]) for c in columns]) for i, v in enumerate(variants)]
+        metrics = Table([head1, head2], rows)
+    aware = None
+    if isinstance(awareness, Mapping) and awareness:
+        aw = {k: _flatten_scalars(v) if isinstance(v, Mapping) else {"value": v} for k, v in awareness.items()}
+        cols, _ = _choose_columns(list(aw.values()))
+        vs = _variant_sort(aw)
+        flags = {c: _best_flags([aw[v].get(c) for v in vs], c) for c in cols}
+        aware = Table(
+            [[_th("variant")] + [_th(c) for c in cols]],
+            [Row([_th(v)] + [_cell(aw[v].get(c), bold=flags[c][i]) for c in cols]) for i, v in enumerate(vs)],
+        )
+    return {"metrics": metrics, "awareness": aware}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper beside ours
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _variant(task_results: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    v = task_results.get(name)
+    return v if isinstance(v, Mapping) else None
+
+
+def _ours(probe: Mapping[str, Any] | None, task: str, variant: str, metric: str) -> float | None:
+    """One number of our probe artifact, segmentation in percent (as the paper)."""
+    if probe is None:
+        return None
+    tr = (probe["stats"].get("results") or {}).get(task) or {}
+    r = _variant(tr, variant)
+    x = r.get(metric) if r else None
+    if not _is_num(x):
+        return None
+    return 100.0 * x if task == "seg" and _as_percent(tr, ["miou", "macc", "aacc"]) else float(x)
+
+
+def _main_table(task: str, probe: Mapping[str, Any] | None, profile: str | None) -> Table:
+    """The paper's Tables 1–3 for one task, one row per dataset with its source, then ours."""
+    metrics = ["miou", "macc", "aacc"] if task == "seg" else ["rmse", "rel"]
+    ours_key = {"rel": "absrel"}
+    label = {"miou": "mIoU", "macc": "mAcc", "aacc": "aAcc", "rmse": "RMSE", "rel": "Rel"}
+    unit = " (%) ↑" if task == "seg" else " ↓"
+    digits = 2 if task == "seg" else 4
+    n = len(metrics)
+    head = [
+        [
+            _th("source", rowspan=2),
+            _th("dataset", rowspan=2),
+            _th("original" + unit, colspan=n),
+            _th("FiT3D" + unit, colspan=n),
+            _th(f"Δ {label[metrics[0]]}", rowspan=2),
+        ],
+        [_th(label[m]) for m in metrics] * 2,
+    ]
+    rows = []
+    for c in paper.main_rows(task):  # type: ignore[arg-type]
+        cells = [Cell(c.source), Cell(c.dataset)]
+        cells += [_cell(getattr(c.original, m), fixed=digits) for m in metrics]
+        cells += [_cell(getattr(c.fit3d, m), fixed=digits) for m in metrics]
+        cells.append(_delta_cell(c.before, c.after, c.higher_is_better, digits))
+        rows.append(Row(cells, cls="paper"))
+    if probe is not None:
+        st = probe["stats"]
+        where = st.get("dataset") or f"{profile or st.get('profile', '?')} scenes"
+        who = f"{where}, {st.get('backbone', '?')} ({st.get('weights', '?')} weights), artifact {probe['hash']}"
+        o = [_ours(probe, task, "original", ours_key.get(m, m)) for m in metrics]
+        f = [_ours(probe, task, "concat", ours_key.get(m, m)) for m in metrics]
+        cells = [Cell("ours", bold=True), Cell(f"this run — {who}")]
+        cells += [_cell(x, fixed=digits) for x in o + f]
+        cells.append(_delta_cell(o[0], f[0], task == "seg", digits, random=_is_random(probe)))
+        rows.append(Row(cells, cls="ours"))
+    return Table(head, rows)
+
+
+def _more_table() -> Table:
+    """Tables 4 and 9–12: other backbones, ViT-B, ImageNet classification, a DPT head."""
+    head = [[_th(h) for h in ("source", "backbone", "head", "dataset", "metric", "original", "FiT3D", "Δ")]]
+    unit = {"miou": "mIoU (%) ↑", "rmse": "RMSE ↓", "top1": "top-1 (%) ↑"}
+    rows = []
+    for c in paper.BACKBONES + paper.VIT_B_ROWS + paper.OTHER:
+        digits = 4 if c.metric == "rmse" else 2
+        rows.append(
+            Row(
+                [
+                    Cell(c.source),
+                    Cell(c.backbone),
+                    Cell(c.head),
+                    Cell(c.dataset),
+                    Cell(unit[c.metric]),
+                    _cell(c.before, fixed=digits),
+                    _cell(c.after, fixed=digits),
+                    _delta_cell(c.before, c.after, c.higher_is_better, digits),
+                ],
+                cls="paper",
+            )
+        )
+    return Table(head, rows)
+
+
+def _pct(x: Any) -> float | None:
+    """A segmentation score of an ablation row, in percent."""
+    return 100.0 * x if _is_num(x) and 0 <= x <= 1 else (float(x) if _is_num(x) else None)
+
+
+def _ours_column(random: bool) -> str:
+    return "ours (this run)" + (" — random weights: not a result" if random else "")
+
+
+def _assembly_tables(probe: Mapping[str, Any] | None) -> tuple[Table, Table]:
+    """Tables 7 and 13 beside the same variants of our headline probe artifact."""
+    rnd = _is_random(probe)
+    seg = ("miou", "macc", "aacc")
+    t7 = paper.ablation_rows("assembly")
+    assembly = Table(
+        [
+            [
+                _th("assembly", rowspan=2),
+                _th("variant", rowspan=2),
+                _th("paper: NYUv2 (%)", colspan=3),
+                _th(_ours_column(rnd) + " (%)", colspan=3),
+            ],
+            [_th(_METRIC_LABEL[m]) for m in seg] * 2,
+        ],
+        [
+            Row(
+                [Cell(r.label), Cell(str(r.value), code=True)]
+                + [_cell(getattr(r.seg, m) if r.seg else None, fixed=2) for m in seg]
+                + [_cell(_ours(probe, "seg", str(r.value), m), fixed=2) for m in seg]
+            )
+            for r in t7
+        ],
+        caption=f"Feature assembly — {t7[0].source} (NYUv2); ours: the variants of the headline probe artifact.",
     )
-    return "".join(parts)
+    t13 = paper.ablation_rows("control")
+    control = Table(
+        [
+            [
+                _th("features", rowspan=2),
+                _th("variant", rowspan=2),
+                _th("paper: ScanNet++", colspan=2),
+                _th(_ours_column(rnd), colspan=2),
+            ],
+            [_th("mIoU (%)"), _th("RMSE")] * 2,
+        ],
+        [
+            Row(
+                [
+                    Cell(r.label),
+                    Cell(str(r.value), code=True),
+                    _cell(r.seg.miou if r.seg else None, fixed=2),
+                    _cell(r.depth.rmse if r.depth else None, fixed=4),
+                    _cell(_ours(probe, "seg", str(r.value), "miou"), fixed=2),
+                    _cell(_ours(probe, "depth", str(r.value), "rmse"), fixed=4),
+                ]
+            )
+            for r in t13
+        ],
+        caption=f"Duplicated-features control — {t13[0].source} (ScanNet++): is the gain only the extra "
+        "dimensions? Ours has a row where the probe artifact holds the variant (dup = original ⊕ original).",
+    )
+    return assembly, control
 
 
-_METHOD = (
-    "<p>FiT3D makes a 2D vision foundation model (here a DINOv2-style ViT from timm) <em>3D-aware</em>. "
-    "For each posed scene, the backbone's patch features of the training views are <b>lifted</b> into a "
-    "3D Gaussian splatting model whose Gaussians carry low-dimensional feature vectors and a small decoder; "
-    "geometry is fitted from RGB only. <b>Rendering</b> this model gives multi-view-consistent feature maps, "
-    "which become the targets to <b>fine-tune</b> the backbone for one epoch (masked L1 on its normed patch "
-    "tokens). The original and fine-tuned features are then <b>probed</b> with linear heads for semantic "
-    "segmentation and depth; the paper's default uses both, concatenated.</p>"
+# Our ablation grid's names are the paper's where the paper has the ablation; "mode" is Table 6's counterpart only
+# in name (the paper's adapter is a Swin block, ours a LoRA).
+_PAPER_ABLATIONS = (
+    ("feature_dim", "Feature dimension of the Gaussians"),
+    ("mode", "Fine-tuning vs an adapter"),
+    ("epochs", "Fine-tuning epochs"),
 )
+
+
+def _ablation_variant(ours_rows: list[Mapping[str, Any]]) -> str:
+    if any("seg_miou_concat" in r for r in ours_rows) or not ours_rows:
+        return "concat"
+    return next((k[len("seg_miou_") :] for r in ours_rows for k in r if k.startswith("seg_miou_")), "concat")
+
+
+def _paper_ablation_table(name: str, ours_rows: list[Mapping[str, Any]] | None, random: bool) -> Table | None:
+    """The paper's table for one of our ablations (T5 feature_dim, T6 mode, T8 epochs), ours matched by value (a
+    dash where we have no point of that value, or no ablations artifact)."""
+    rows_p = paper.ablation_rows(name)
+    if not rows_p:
+        return None
+    ours_rows = list(ours_rows or [])
+    by_value = {str(r.get("value")): r for r in ours_rows}
+    variant = _ablation_variant(ours_rows)
+    hours = {"feature_dim": "stage-1 time per scene (h)", "epochs": "fine-tuning time (h)"}.get(name, "time (h)")
+    extra = [("memory (MB)", "memory_mb", 0), (hours, "hours", 1)]
+    extra = [e for e in extra if any(getattr(r, e[1]) is not None for r in rows_p)]
+    head = [
+        [_th(name), _th("paper: mAcc"), _th("mIoU"), _th("aAcc")]
+        + [_th(e[0]) for e in extra]
+        + [_th(f"{_ours_column(random)}: seg mIoU {variant} (%)"), _th("note")]
+    ]
+    body = []
+    for r in rows_p:
+        s = r.seg
+        mine = by_value.get(str(r.value))
+        body.append(
+            Row(
+                [Cell(r.label)]
+                + [_cell(getattr(s, m) if s else None, fixed=2) for m in ("macc", "miou", "aacc")]
+                + [_cell(getattr(r, e[1]), fixed=e[2]) for e in extra]
+                + [_cell(_pct(mine.get(f"seg_miou_{variant}")) if mine else None, fixed=2), Cell(r.note)]
+            )
+        )
+    ours_note = "" if ours_rows else " Ours: no ablations artifact yet (notebook 05 makes it)."
+    return Table(
+        head,
+        body,
+        caption=f"{rows_p[0].source} ({rows_p[0].dataset}), beside our points of the same value.{ours_note}",
+    )
+
+
+def _newest_ablations(arts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    group = [a for a in arts if a["stage"] == "ablations"]
+    return max(group, key=lambda a: a["mtime"]) if group else None
+
+
+def _ours_ablation_table(name: str, rows: list[Mapping[str, Any]]) -> Table:
+    """Our rows of one ablation: every result column; ``cost`` (timing on a shared machine) is not a result."""
+    cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("ablation", "value", "cost")]
+    cols = [c for c in cols if not isinstance(next((r.get(c) for r in rows if c in r), None), Mapping)]
+    rank = ("seg_miou", "depth_rmse", "recall14")  # the results first (stats.json keeps its keys sorted)
+    cols.sort(key=lambda c: next((i for i, p in enumerate(rank) if c.startswith(p)), len(rank)))
+    return Table(
+        [[_th(name)] + [_th(c) for c in cols]],
+        [Row([_th(r.get("value"))] + [_cell(r.get(c), sig=True) for c in cols]) for r in rows],
+    )
+
+
+def _ablation_models(arts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One section per ablation: the paper's table (Tables 5, 6, 8; always shown) with ours matched by value, and
+    our rows of the newest ``ablations`` artifact (the course's own ablations too)."""
+    newest = _newest_ablations(arts)
+    random = _is_random(newest)
+    ours = {}
+    sources: Mapping[str, Any] = {}
+    if newest is not None:
+        sources = newest["stats"].get("sources") or {}
+        for name, rows in (newest["stats"].get("rows") or {}).items():
+            rows = [r for r in rows or [] if isinstance(r, Mapping)]
+            if rows:
+                ours[name] = rows
+    out = []
+    for name, title in _PAPER_ABLATIONS:
+        rows = ours.get(name)
+        t = _paper_ablation_table(name, rows, random)
+        out.append(
+            {
+                "name": name,
+                "title": title,
+                "source": t.caption.split(" (")[0] if t else "",
+                "whose": str(sources.get(name, "")),
+                "paper": t,
+                "table": _ours_ablation_table(name, rows) if rows else None,
+            }
+        )
+    for name, rows in ours.items():
+        if name not in dict(_PAPER_ABLATIONS):
+            out.append(
+                {
+                    "name": name,
+                    "title": name.replace("_", " "),
+                    "source": "",
+                    "whose": str(sources.get(name, "the course's own")),
+                    "paper": None,
+                    "table": _ours_ablation_table(name, rows),
+                }
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The artifacts page
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _when(a: Mapping[str, Any]) -> str:
+    return _dt.datetime.fromtimestamp(a["mtime"]).strftime("%Y-%m-%d %H:%M")
+
+
+def _stage_models(arts: list[dict[str, Any]], profile: str | None) -> list[dict[str, Any]]:
+    out = []
+    for st in dict.fromkeys(a["stage"] for a in arts):
+        group = [a for a in arts if a["stage"] == st]
+        rows = [_flatten_scalars(a["stats"], depth=1 if st == "probe" else 2) for a in group]
+        other = {id(a): "" if _in_profile(a, profile) else "other-profile" for a in group}
+        cols, hidden = _choose_columns(rows, limit=10)
+        if len(cols) > 8 and len(group) <= 4:
+            # few artifacts, many stats: one row per stat reads better than a table wider than the page
+            cols, hidden = _choose_columns(rows, limit=24)
+            head = [
+                [_th("stat")]
+                + [_th(a["hash"], code=True, title=str(a["path"]), note=_when(a), cls=other[id(a)]) for a in group]
+            ]
+            body = [Row([_th(c)] + [_cell(r.get(c), sig=True) for r in rows]) for c in cols]
+        else:
+            head = [[_th("artifact"), _th("written")] + [_th(c) for c in cols]]
+            body = [
+                Row(
+                    [Cell(a["hash"], code=True, title=str(a["path"])), Cell(_when(a))]
+                    + [_cell(r.get(c), sig=True) for c in cols],
+                    cls=other[id(a)],
+                )
+                for a, r in zip(group, rows)
+            ]
+        probes = [
+            {
+                "hash": a["hash"],
+                "backbone": a["stats"].get("backbone", "?"),
+                "weights": a["stats"].get("weights", "?"),
+                "probe": _probe_model(a["stats"]["results"], a["stats"].get("awareness")),
+            }
+            for a in group
+            if st == "probe" and isinstance(a["stats"].get("results"), Mapping) and a["stats"]["results"]
+        ]
+        out.append({"stage": st, "count": len(group), "table": Table(head, body), "hidden": hidden, "probes": probes})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures (drawn by fit3d_helpers.figures from the artifacts; PNGs in report/figures/)
+# ----------------------------------------------------------------------------------------------------------
+
+FIGURES_DIR = "figures"
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureInfo:
+    """What a figure of the report shows: ``look`` = what to look at, ``real`` = what it would look like with real
+    (pretrained) weights, said under random weights; ``made_by`` = what writes its artifact."""
+
+    title: str
+    look: str
+    real: str
+    made_by: str
+
+
+FIGURE_INFO: dict[str, FigureInfo] = {
+    "figure1": FigureInfo(
+        "The paper's Figure 1, ours",
+        "Held-out views; the feature columns of a row share one PCA basis, so equal colours mean similar features. "
+        "Look at whether the fine-tuned column takes on the rendered column's clean, view-consistent regions.",
+        "With real DINOv2 weights the original column shows blurry, noisy object parts, the rendered column crisp "
+        "regions that agree across views, and the fine-tuned column sits between them (the paper's Figure 1).",
+        "the `figures` artifact, written by notebook 04 (04_probe)",
+    ),
+    "kmeans": FigureInfo(
+        "k-means clusters (k = 20)",
+        "One clustering fitted on both models' features: a colour is the same cluster in both columns. Look for "
+        "clusters that follow whole surfaces and objects and stay the same from view to view.",
+        "With real weights the clusters follow objects and parts, and the paper's claim predicts that fine-tuned "
+        "features follow surfaces and object boundaries more tightly. With random weights they follow colour and "
+        "position.",
+        "the `figures` artifact, written by notebook 04 (04_probe)",
+    ),
+    "probe_predictions": FigureInfo(
+        "Linear-probe predictions",
+        "Held-out views: image, ground truth, the probe on the original features, the probe on FiT3D's features "
+        "(original ⊕ fine-tuned), for segmentation and depth. Compare edges and flat surfaces with the ground truth.",
+        "With real weights both probes give recognisable rooms and the paper reports sharper, more accurate maps "
+        "with FiT3D; with random weights both give coarse blobs and their difference is noise.",
+        "the headline probe artifact, written by notebook 04 (04_probe)",
+    ),
+    "matches": FigureInfo(
+        "Matched points across two views",
+        "Points of the left view joined to their nearest-feature match in the right view; green when within 14 px "
+        "of the true position (from depth and poses), red otherwise. More green means more multi-view-consistent "
+        "features.",
+        "With real weights the fine-tuned features are expected to match more points correctly, though the paper "
+        "itself does not measure this; with random weights matches follow colour, not geometry.",
+        "the `figures` artifact, written by notebook 04 (04_probe)",
+    ),
+}
+# figures drawn for the slides only, each with the figure it is cut from: one probe example reads on a projector
+# (three do not); stage 1's slide shows figure 1's rendered column beside the image.
+SLIDE_FIGURES = {"probe_predictions_slide": "probe_predictions", "stage1_slide": "figure1"}
+
+
+def _png_to_data_uri(path: str | Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _draw_figures(
+    artifacts_dir: Path, out_dir: Path, profile: str | None, names: Iterable[str] | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """What :func:`fit3d_helpers.figures.export_pngs` draws, one figure at a time (a figure that cannot be drawn, e.g.
+    from an artifact of an older format, leaves the others), plus the slides' one-example probe figure.
+    ``names``: only these figures (default: all)."""
+    import matplotlib.pyplot as plt
+
+    from . import cache
+    from . import figures as _figures
+
+    wanted = set(names) if names is not None else {*FIGURE_INFO, *SLIDE_FIGURES}
+    figure_keys = {"figure1", "kmeans", "matches", "stage1_slide"}
+    written: dict[str, Path] = {}
+    errors: dict[str, str] = {}
+    arts = [
+        a for a in cache.iter_artifacts(artifacts_dir) if profile is None or a.stats.get("profile") in (None, profile)
+    ]
+
+    def save(name: str, draw: Any) -> None:
+        if name not in wanted:
+            return
+        try:
+            fig = draw()
+            path, tmp = out_dir / f"{name}.png", out_dir / f".{name}.png.tmp"
+            fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+            plt.close(fig)
+            tmp.replace(path)
+            written[name] = path
+        except Exception as e:  # this figure's failure is reported; the others are still drawn
+            plt.close("all")
+            errors[name] = f"{type(e).__name__}: {e}"[:300]
+
+    def load(art: Any, file: str, names: tuple[str, ...]) -> Any:
+        try:
+            return art.torch(file)
+        except Exception as e:
+            errors.update({n: f"{type(e).__name__}: {e}"[:300] for n in names if n in wanted})
+            return None
+
+    figs = [a for a in arts if a.stage == "figures"]
+    if figs and wanted & figure_keys:
+        newest = max(figs, key=lambda a: a.mtime)
+        data = load(newest, "figures.pt", tuple(figure_keys))
+        if data is not None:
+            rnd = newest.stats.get("weights") == "random"
+            save("figure1", lambda: _figures.draw_figure1(data, random_weights=rnd))
+            save("stage1_slide", lambda: _draw_stage1(data))
+            save("kmeans", lambda: _figures.draw_kmeans(data))
+            if "uv_a" in data:
+                save("matches", lambda: _figures.draw_matches(data))
+    probes = [a for a in arts if a.stage == "probe" and a.stats.get("headline")]
+    if probes and wanted & {"probe_predictions", "probe_predictions_slide"}:
+        newest = max(probes, key=lambda a: a.mtime)
+        ex = load(newest, "examples.pt", ("probe_predictions", "probe_predictions_slide"))
+        if ex is not None:
+            classes = list(newest.stats.get("classes", []))
+            max_depth = float(ex["depth"].max() or 10) if "depth" in ex else 10.0
+            save("probe_predictions", lambda: _figures.draw_probe_predictions(ex, classes, max_depth))
+            save("probe_predictions_slide", lambda: _figures.draw_probe_predictions(ex, classes, max_depth, n=1))
+    return written, errors
+
+
+def _draw_stage1(data: Mapping[str, Any]) -> Any:
+    """Figure 1's "rendered (3D-aware)" column beside the image: what stage 1 produces (same PCA basis per row as
+    :func:`fit3d_helpers.figures.draw_figure1`, so the colours are figure 1's)."""
+    import matplotlib.pyplot as plt
+
+    from .figures import _off, _upsample_rgb
+    from .viz import pca_basis, pca_rgb
+
+    keys = [k for k in ("original", "rendered", "finetuned", "released") if k in data]
+    n = data["images"].shape[0]
+    H, W = data["images"].shape[1:3]
+    fig, axes = plt.subplots(n, 2, figsize=(6.4, 3.2 * n * H / W + 0.5), squeeze=False)
+    for r in range(n):
+        basis = pca_basis(*[data[k][r] for k in keys])
+        axes[r, 0].imshow(data["images"][r].numpy())
+        axes[r, 1].imshow(_upsample_rgb(pca_rgb(data["rendered"][r], basis), (H, W)))
+        for ax in axes[r]:
+            _off(ax)
+    axes[0, 0].set_title("held-out view", fontsize=15)
+    axes[0, 1].set_title("rendered features (PCA)", fontsize=15)
+    fig.tight_layout()
+    return fig
+
+
+def export_figures(
+    report_dir: str | Path, artifacts_dir: str | Path, profile: str | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw the presenter's figures into ``report_dir/figures/`` with :func:`fit3d_helpers.figures.export_pngs`, plus
+    a one-example probe figure for the slides. Returns ``({name: png}, {name: why it could not be drawn})``.
+
+    A figure whose artifact is missing is neither drawn nor an error (the pages say which notebook makes it). PNGs of
+    an earlier run are removed first, so no picture outlives its artifact. When ``export_pngs`` fails (e.g. on an
+    artifact of an older format), the figures are drawn one by one and each failure is reported on its own.
+    """
+    artifacts_dir = Path(artifacts_dir)
+    out = Path(report_dir) / FIGURES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*FIGURE_INFO, *SLIDE_FIGURES):
+        (out / f"{name}.png").unlink(missing_ok=True)
+    if not artifacts_dir.is_dir():
+        return {}, {}
+    try:
+        from . import figures as _figures
+
+        written = {k: Path(v) for k, v in _figures.export_pngs(artifacts_dir, out, profile=profile).items()}
+    except Exception:  # drawn one by one below; each failure is then reported with its figure
+        return _draw_figures(artifacts_dir, out, profile)
+    extra, errors = _draw_figures(artifacts_dir, out, profile, SLIDE_FIGURES)
+    return {**written, **extra}, errors
+
+
+def _figure_models(
+    report_dir: Path, random: bool, errors: Mapping[str, str] | None, *, inline: bool = False
+) -> list[dict[str, Any]]:
+    """Per figure: title, captions, and ``src`` (``figures/<name>.png``, or a data URI when ``inline``) or why not."""
+    out = []
+    for name, info in (*FIGURE_INFO.items(), *((n, FIGURE_INFO[base]) for n, base in SLIDE_FIGURES.items())):
+        png = report_dir / FIGURES_DIR / f"{name}.png"
+        src = None
+        if png.is_file():
+            src = _png_to_data_uri(png) if inline else f"{FIGURES_DIR}/{name}.png"
+        err = (errors or {}).get(name, "")
+        missing = ""
+        if src is None:
+            missing = (
+                f"Not drawn: {err}"
+                if err
+                else f"Not drawn yet: it needs {info.made_by}. Run that notebook, then "
+                "`python -m fit3d_helpers report`."
+            )
+        out.append(
+            {
+                "name": name,
+                "title": info.title,
+                "look": _inline_md(info.look),
+                "real": _inline_md(info.real) if random else "",
+                "src": src,
+                "missing": _inline_md(missing),
+            }
+        )
+    return out
+
+
+def _inline_md(text: str) -> Any:
+    """A short markdown text as safe HTML: TeX → MathML, `code`, **bold**; the rest escaped."""
+    tokens: dict[str, str] = {}
+    t = html.escape(render_markdown_math(text, tokens=tokens), quote=False)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return _markup(_restore_math(t, tokens))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# build_index / build_report
+# ----------------------------------------------------------------------------------------------------------
+
+_PIPELINE = (
+    ("Scenes", "posed RGB views", "01", "#e8f1fb"),
+    ("Lift", "feature Gaussians", "02", "#eaf7ea"),
+    ("Render", "3D-consistent features", "02", "#eaf7ea"),
+    ("Fine-tune", "2D backbone", "03", "#fdf0e3"),
+    ("Probe", "seg · depth", "04", "#f3eafb"),
+)
+_NAV = (
+    ("index.html", "Report"),
+    ("slides.html", "Slides"),
+    ("glossary.html", "Glossary & questions"),
+    ("fidelity.html", "Fidelity"),
+    ("artifacts.html", "All artifacts"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _env() -> Any:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+
+
+def _render(template: str, **context: Any) -> str:
+    return _env().get_template(template).render(**context)
+
+
+def _fmt_seconds(s: Any) -> str:
+    if not _is_num(s):
+        return "—"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{int(s // 60)} min {s % 60:02.0f} s"
 
 
 def _load_run(report_dir: Path, run_json: Any) -> dict[str, Any]:
@@ -718,203 +1202,47 @@ def _weights_summary(arts: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _find_variant(tr: Mapping[str, Any], *names: str) -> Mapping[str, Any] | None:
-    for n in names:
-        for k, v in tr.items():
-            if k.lower().replace("-", "_") == n and isinstance(v, Mapping):
-                return v
-    return None
-
-
-def _paper_section(probe: dict[str, Any] | None, profile: str | None) -> str:
-    ours_seg = ours_depth = None
-    ours_label = ""
-    if probe is not None:
-        res = probe["stats"].get("results") or {}
-        seg, depth = res.get("seg") or {}, res.get("depth") or {}
-        o_s, f_s = _find_variant(seg, "original"), _find_variant(seg, "concat", "concatenation", "fit3d")
-        o_d, f_d = _find_variant(depth, "original"), _find_variant(depth, "concat", "concatenation", "fit3d")
-        pct = 100.0 if _as_percent(seg, ["miou"]) else 1.0
-        if o_s and f_s and isinstance(o_s.get("miou"), (int, float)) and isinstance(f_s.get("miou"), (int, float)):
-            ours_seg = (o_s["miou"] * pct, f_s["miou"] * pct)
-        if o_d and f_d and isinstance(o_d.get("rmse"), (int, float)) and isinstance(f_d.get("rmse"), (int, float)):
-            ours_depth = (o_d["rmse"], f_d["rmse"])
-        st = probe["stats"]
-        dataset = st.get("dataset") or f"{profile or st.get('profile', '?')} scenes"
-        ours_label = (
-            f"this run — {dataset}, "
-            f"{st.get('backbone', '?')} ({st.get('weights', '?')} weights), artifact {probe['hash']}"
-        )
-
-    def pair_cells(p: tuple[float, float] | None, higher: bool, digits: int) -> str:
-        if p is None:
-            return "<td>—</td><td>—</td><td>—</td>"
-        a, b = p
-        d = b - a
-        good = (d > 0) == higher and d != 0
-        sign = "+" if d >= 0 else "−"
-        return (
-            f'<td class="num">{a:.{digits}f}</td><td class="num">{b:.{digits}f}</td>'
-            f'<td class="num" style="color:{"#0a7a2f" if good else "#b00020"}">{sign}{abs(d):.{digits}f}</td>'
-        )
-
-    head = (
-        '<table><tr><th rowspan="2">source</th><th rowspan="2">dataset</th><th colspan="3">seg mIoU (%) ↑</th>'
-        '<th colspan="3">depth RMSE ↓</th></tr><tr><th>original</th><th>FiT3D</th><th>Δ</th>'
-        "<th>original</th><th>FiT3D</th><th>Δ</th></tr>"
-    )
-    rows = []
-    for ds, (s0, s1, d0, d1) in PAPER_MAIN.items():
-        rows.append(
-            f"<tr><td>paper</td><td>{_e(ds)}</td>"
-            + pair_cells((s0, s1) if s0 is not None else None, True, 2)
-            + pair_cells((d0, d1) if d0 is not None else None, False, 3)
-            + "</tr>"
-        )
-    if probe is not None:
-        rows.append(
-            f'<tr style="background:#fff8e1"><td><b>ours</b></td><td>{_e(ours_label)}</td>'
-            + pair_cells(ours_seg, True, 2)
-            + pair_cells(ours_depth, False, 3)
-            + "</tr>"
-        )
-    out = [
-        "<h2>Reported by the paper, beside ours</h2>",
-        f'<div class="paper">{_e(PAPER_SOURCE)}</div>',
-        head + "".join(rows) + "</table>",
-        '<p class="muted">“ours” uses the <code>original</code> and <code>concat</code> variants of the '
-        "probe artifact above. Our scenes, resolution and schedule differ from the paper's (see the profile), so "
-        "the row is a sanity check of direction, not a reproduction.</p>",
+def _headline_probe(mine: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest probe marked ``headline``; else the newest that is not an ablation point; else any."""
+    probes = [a for a in mine if a["stage"] == "probe" and isinstance(a["stats"].get("results"), Mapping)]
+    main = [a for a in probes if a["stats"].get("headline") is True] or [
+        a for a in probes if not a["stats"].get("ablation")
     ]
-    # assembly ablation (paper: NYUv2) beside ours when our probe has those variants
-    seg = (probe["stats"].get("results") or {}).get("seg") or {} if probe else {}
-    pct = 100.0 if _as_percent(seg, ["miou"]) else 1.0
-    names = {
-        "concatenation": ("concat", "concatenation"),
-        "linear fusion": ("linear", "linear_fusion", "fusion"),
-        "addition": ("add", "addition", "sum"),
-    }
-    arows = []
-    for label, paper in PAPER_ASSEMBLY_NYU_MIOU.items():
-        v = _find_variant(seg, *names[label])
-        ours = v.get("miou") * pct if v and isinstance(v.get("miou"), (int, float)) else None
-        arows.append(f'<tr><td>{_e(label)}</td><td class="num">{paper:.2f}</td>{_td(ours, digits=4)}</tr>')
-    out.append(
-        "<h3>Feature assembly (paper: NYUv2 seg mIoU %)</h3><table><tr><th>assembly</th><th>paper</th>"
-        f"<th>ours (this run)</th></tr>{''.join(arows)}</table>"
-    )
-    erows = "".join(f'<tr><td>{k}</td><td class="num">{v:.2f}</td></tr>' for k, v in PAPER_EPOCHS_NYU_MIOU.items())
-    out.append(
-        "<h3>Fine-tuning epochs (paper: NYUv2 seg mIoU %)</h3><table><tr><th>epochs</th><th>paper</th></tr>"
-        f"{erows}</table>"
-    )
-    brows = "".join(
-        f'<tr><td>{_e(k)}</td><td class="num">{a:.2f}</td><td class="num">{b:.2f}</td>'
-        f'<td class="num" style="color:#0a7a2f">+{b - a:.2f}</td></tr>'
-        for k, (a, b) in PAPER_BACKBONES_SCANNETPP_MIOU.items()
-    )
-    out.append(
-        "<h3>Other backbones (paper: ScanNet++ seg mIoU %)</h3><table><tr><th>backbone</th><th>original</th>"
-        f"<th>FiT3D</th><th>Δ</th></tr>{brows}</table>"
-        '<p class="muted">The paper also notes (via a later paper\'s measurement) that fine-tuned features alone '
-        "lose correspondence quality, which is why the default assembly concatenates them with the originals.</p>"
-    )
-    return "\n".join(out)
+    return (main or probes or [None])[0]
 
 
-def _ablation_tables(group: list[dict[str, Any]]) -> str:
-    """One table per ablation (setting value × numbers) from the newest ``ablations`` artifact's rows."""
-    newest = max(group, key=lambda a: a["mtime"])
-    out = [f"<h3>Ablations (notebook 05) — <code>{_e(newest['hash'])}</code></h3>"]
-    for name, rows in newest["stats"].get("rows", {}).items():
-        if not rows:
-            continue
-        cols = [c for c in rows[0] if c not in ("ablation", "value")]
-        head = f"<tr><th>{_e(name)}</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr>"
-        body = "".join(f"<tr><th>{_e(str(r.get('value')))}</th>" + "".join(_td(r.get(c), sig=True) for c in cols) + "</tr>" for r in rows)
-        out.append(f'<div style="overflow-x:auto"><table>{head}{body}</table></div>')
-    return "".join(out)
+def _deviation_models(run: Mapping[str, Any]) -> dict[str, Any]:
+    from .glossary import deviations
+    from .profiles import setting_types
+
+    profile = run.get("profile")
+    keys = setting_types()
+    try:
+        rows = deviations({k: v for k, v in (run.get("overrides") or {}).items() if k in keys}, profile)
+    except Exception:  # an override of an older run that no longer parses: the profiles' own values
+        rows = deviations(None, profile)
+    return {"rows": rows, "profile": profile if profile in ("smoke", "paper") else "smoke"}
 
 
-def _stage_tables(arts: list[dict[str, Any]], profile: str | None) -> str:
-    out: list[str] = []
-    stages: list[str] = []
-    for a in arts:
-        if a["stage"] not in stages:
-            stages.append(a["stage"])
-    for st in stages:
-        group = [a for a in arts if a["stage"] == st]
-        if st == "ablations":
-            out.append(_ablation_tables(group))
-            continue
-        rows = []
-        for a in group:
-            s = a["stats"]
-            flat = (
-                {k: v for k, v in _flatten_scalars(s, depth=1).items()}
-                if st == "probe"
-                else _flatten_scalars(s)
-            )
-            rows.append(flat)
-        when = {a["hash"]: _dt.datetime.fromtimestamp(a["mtime"]).strftime("%Y-%m-%d %H:%M") for a in group}
-        out.append(f"<h3>Stage <code>{_e(st)}</code> — {len(group)} artifact{'s' if len(group) != 1 else ''}</h3>")
-        cols, hidden = _choose_columns(rows, limit=10)
-        if len(cols) > 8 and len(group) <= 4:
-            # few artifacts, many stats: one row per stat reads better than a table wider than the page
-            cols, hidden = _choose_columns(rows, limit=24)
-            other = ' class="other-profile"'
-            head = "<tr><th>stat</th>" + "".join(
-                f'<th{"" if _in_profile(a, profile) else other}><code title="{_e(a["path"])}">'
-                f'{_e(a["hash"])}</code><br><span class="muted">{when[a["hash"]]}</span></th>'
-                for a in group
-            ) + "</tr>"
-            body = [f"<tr><th>{_e(c)}</th>" + "".join(_td(r.get(c), sig=True) for r in rows) + "</tr>" for c in cols]
-        else:
-            head = "<tr><th>artifact</th><th>written</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr>"
-            body = []
-            for a, r in zip(group, rows):
-                cls = "" if _in_profile(a, profile) else ' class="other-profile"'
-                body.append(
-                    f'<tr{cls}><td><code title="{_e(a["path"])}">{_e(a["hash"])}</code></td>'
-                    f'<td style="white-space:nowrap">{when[a["hash"]]}</td>'
-                    + "".join(_td(r.get(c), sig=True) for c in cols)
-                    + "</tr>"
-                )
-        out.append(f'<div style="overflow-x:auto"><table>{head}{"".join(body)}</table></div>')
-        if hidden:
-            out.append(f'<p class="muted">{hidden} more value(s) in the <code>stats.json</code> files.</p>')
-        if st == "probe":
-            for a in group:
-                res = a["stats"].get("results")
-                if isinstance(res, Mapping) and res:
-                    out.append(
-                        f"<details><summary>probe artifact <code>{_e(a['hash'])}</code> — "
-                        f"{_e(a['stats'].get('backbone', '?'))}, {_e(a['stats'].get('weights', '?'))} weights</summary>"
-                        f"{_probe_table(res, a['stats'].get('awareness'))}</details>"
-                    )
-    if any(not _in_profile(a, profile) for a in arts):
-        out.append('<p class="muted">Grey rows: artifacts of another profile found in the same folder.</p>')
-    return "\n".join(out)
+def _differences(probe: Mapping[str, Any] | None) -> dict[str, Any]:
+    """concat − original of the headline probe (seg mIoU in points, depth RMSE), for the takeaways; never a gain."""
+    out: dict[str, Any] = {}
+    for task, metric, digits in (("seg", "miou", 2), ("depth", "rmse", 4)):
+        a, b = _ours(probe, task, "original", metric), _ours(probe, task, "concat", metric)
+        if a is not None and b is not None:
+            d = b - a
+            out[task] = ("+" if d >= 0 else "−") + f"{abs(d):.{digits}f}"
+    return out
 
 
-def _fmt_seconds(s: Any) -> str:
-    if not isinstance(s, (int, float)):
-        return "—"
-    if s < 120:
-        return f"{s:.1f} s"
-    return f"{int(s // 60)} min {s % 60:02.0f} s"
-
-
-def build_index(
+def report_context(
     report_dir: str | Path = "report",
     artifacts_dir: str | Path | None = None,
     run_json: Mapping[str, Any] | str | Path | None = None,
-) -> Path:
-    """Write ``report_dir/index.html`` from the run metadata and the artifacts' ``stats.json``; returns its path.
-
-    run_json: the run metadata (dict), a path to it, or None for ``report_dir/run.json`` (may be missing).
-    artifacts_dir: defaults to the run's ``artifacts_dir``, else ``artifacts`` beside ``report_dir``.
-    """
+    *,
+    figure_errors: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Everything the report's pages show (index, slides, glossary), from the run metadata and the artifacts."""
     report_dir = Path(report_dir)
     run = _load_run(report_dir, run_json)
     if artifacts_dir is None:
@@ -923,126 +1251,250 @@ def build_index(
     profile = run.get("profile")
     arts = scan_artifacts(artifacts_dir)
     mine = [a for a in arts if _in_profile(a, profile)]
-    random_arts = [a for a in mine if str(a["stats"].get("weights", "")).lower() == "random"]
+    random_arts = [a for a in mine if _is_random(a)]
     notebooks = run.get("notebooks") or []
     random_pages = [n.get("name") for n in notebooks if n.get("random_weights")]
+    random = bool(random_arts or random_pages)
 
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>FiT3D course — report</title>",
-        f"<style>{_CSS}</style></head><body>",
-    ]
-    if random_arts or random_pages:
-        parts.append(banner_html(RANDOM_WEIGHTS_BANNER))
-    parts.append("<main>")
-    parts.append("<h1>FiT3D course — report</h1>")
-    parts.append(
-        '<p class="muted">Re-implementation of FiT3D (3D-aware fine-tuning of 2D features) as a notebook course. '
-        "Every number on this page comes from this run's artifacts, except the table labelled “reported by the "
-        "paper”.</p>"
+    weights_pairs = _weights_summary(mine)
+    named = [(b, w) for b, w in weights_pairs if not w.startswith("file:")]
+    n_files = len(weights_pairs) - len(named)  # fine-tuned checkpoints of this run (feature caches name them)
+    weights = "; ".join(f"{b} — {w} weights" for b, w in named) + (
+        f"{'; ' if named else ''}{n_files} fine-tuned checkpoint{'s' if n_files != 1 else ''} of this run"
+        if n_files
+        else ""
     )
-
-    # ---- run metadata
-    weights = _weights_summary(mine)
-    wtxt = "; ".join(f"{b} — {w} weights" for b, w in weights) or "— (no stats.json names a backbone yet)"
     commit = str(run.get("commit", "unknown")) + (" (uncommitted changes)" if run.get("dirty") else "")
-    total = run.get("total_wall_s")
     meta = [
         ("commit", commit),
         ("profile", profile or "—"),
-        ("backbone / weights", wtxt),
+        ("backbone / weights", weights or "— (no stats.json names a backbone yet)"),
         ("device", run.get("device", "—")),
         ("torch / python", f"{run.get('torch', '—')} / {run.get('python', '—')}"),
         ("date", run.get("date", "—")),
         ("overrides", ", ".join(f"{k}={v!r}" for k, v in (run.get("overrides") or {}).items()) or "none"),
         ("artifacts", str(run.get("artifacts_dir", artifacts_dir))),
-        ("total wall time", _fmt_seconds(total)),
+        ("total wall time", _fmt_seconds(run.get("total_wall_s"))),
     ]
-    parts.append("<h2>Run</h2><table>")
-    parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta]
-    parts.append("</table>")
-    if notebooks:
-        parts.append("<h3>Notebooks</h3><table><tr><th>notebook</th><th>status</th><th>wall time</th><th>run at</th></tr>")
-        for n in notebooks:
-            name = n.get("name", "?")
-            href = n.get("html")
-            exists = href and (report_dir / href).is_file()
-            link = f'<a href="{_e(href)}">{_e(name)}</a>' if exists else _e(name)
-            st = n.get("status", "?")
-            extra = " — random weights" if n.get("random_weights") else ""
-            extra += " (earlier run)" if n.get("from_previous_run") else ""
-            parts.append(
-                f'<tr><td>{link}</td><td class="{_e(st)}">{_e(st)}{_e(extra)}</td>'
-                f'<td class="num">{_fmt_seconds(n.get("wall_s"))}</td><td>{_e(n.get("date", run.get("date", "")))}</td></tr>'
-            )
-        parts.append("</table>")
-        failed = [n for n in notebooks if n.get("status") == "failed"]
-        for n in failed:
-            parts.append(
-                f'<div class="note"><b>{_e(n.get("name"))} failed</b>: {_e(n.get("error", ""))} — the page shows the '
-                "traceback.</div>"
-            )
-    else:
-        pages = sorted(p.name for p in report_dir.glob("[0-9]*.html"))
-        if pages:
-            parts.append("<h3>Notebooks</h3><ul>")
-            parts += [f'<li><a href="{_e(p)}">{_e(p)}</a></li>' for p in pages]
-            parts.append("</ul>")
-
-    # ---- method
-    parts.append("<h2>Method</h2>")
-    parts.append(_METHOD)
-    parts.append(_pipeline_svg())
-
-    # ---- headline results
-    probes = [a for a in mine if a["stage"] == "probe" and isinstance(a["stats"].get("results"), Mapping)]
-    # newest first within the stage; ablation runs (stats with an "ablation" key) only when nothing else exists
-    main = [a for a in probes if a["stats"].get("headline") is True] or [
-        a for a in probes if not a["stats"].get("ablation")
+    nb_rows = [
+        {
+            "name": n.get("name", "?"),
+            "href": n.get("html") if n.get("html") and (report_dir / n["html"]).is_file() else None,
+            "status": n.get("status", "?"),
+            "extra": (" — random weights" if n.get("random_weights") else "")
+            + (" (earlier run)" if n.get("from_previous_run") else ""),
+            "wall": _fmt_seconds(n.get("wall_s")),
+            "date": n.get("date", run.get("date", "")),
+            "error": n.get("error", ""),
+        }
+        for n in notebooks
     ]
-    headline = (main or probes or [None])[0]
-    parts.append("<h2>Headline results (this run)</h2>")
-    if headline is None:
-        parts.append('<p class="muted">No probe artifact (<code>artifacts/probe/*/stats.json</code>) yet.</p>')
-    else:
-        st = headline["stats"]
-        parts.append(
-            f'<p>Probe artifact <code>{_e(headline["hash"])}</code>: backbone <b>{_e(st.get("backbone", "?"))}</b>, '
-            f'weights <b>{_e(st.get("weights", "?"))}</b>'
-            + (f', dataset {_e(st["dataset"])}' if "dataset" in st else "")
-            + ". Variants: <code>original</code> = frozen backbone, <code>finetuned</code> = after FiT3D, "
-            "<code>concat</code> = both (the paper's FiT3D).</p>"
-        )
-        if str(st.get("weights", "")).lower() == "random":
-            parts.append(
-                '<div class="note">Random-init backbone: these numbers check that the pipeline runs; they say '
-                "nothing about FiT3D.</div>"
-            )
-        parts.append(_probe_table(st["results"], st.get("awareness")))
+    probe = _headline_probe(mine)
+    headline = None
+    if probe is not None:
+        st = probe["stats"]
+        headline = {
+            "hash": probe["hash"],
+            "backbone": st.get("backbone", "?"),
+            "weights": st.get("weights", "?"),
+            "dataset": st.get("dataset"),
+            "random": _is_random(probe),
+            "has_dup": any("dup" in (r or {}) for r in st["results"].values() if isinstance(r, Mapping)),
+            "has_delta1": any(
+                isinstance(r, Mapping) and "delta1" in r for r in (st["results"].get("depth") or {}).values()
+            ),
+            "probe": _probe_model(st["results"], st.get("awareness")),
+            "stats": st,
+        }
+    assembly, control = _assembly_tables(probe)
+    newest_abl = _newest_ablations(mine)
+    budget = (newest_abl or {"stats": {}})["stats"].get("budget") or {}
+    return {
+        "report_dir": report_dir,
+        "artifacts_dir": artifacts_dir,
+        "run": run,
+        "profile": profile,
+        "random": random,
+        "random_arts": random_arts,
+        "arts": arts,
+        "mine": mine,
+        "probe": probe,
+        "common": {
+            "banner": _markup(banner_html(RANDOM_WEIGHTS_BANNER) if random else ""),
+            "nav_pages": _NAV,
+            "generated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+        "arxiv": paper.ARXIV,
+        "title": paper.TITLE,
+        "meta": meta,
+        "weights": named,
+        "notebooks": nb_rows,
+        "pages": [] if notebooks else sorted(p.name for p in report_dir.glob("[0-9]*.html")),
+        "pipeline": _PIPELINE,
+        "headline": headline,
+        "paper": {
+            "caveat": paper.CAVEAT,
+            "seg": _main_table("seg", probe, profile),
+            "depth": _main_table("depth", probe, profile),
+            "more": _more_table(),
+            "notes": [paper.NOTES[0]],
+            "random": _is_random(probe),
+        },
+        "ablations": {
+            "assembly": assembly,
+            "control": control,
+            "ours": _ablation_models(mine),
+            "artifact": newest_abl["hash"] if newest_abl else None,
+            "random": _is_random(newest_abl),
+            "budget": budget,
+        },
+        "figure_errors": dict(figure_errors or {}),
+        "figures": _figure_models(report_dir, random, figure_errors),
+        "deviations": _deviation_models(run),
+        "differences": _differences(probe),
+        "no_counterpart": _NO_COUNTERPART,
+    }
 
-    parts.append(_paper_section(headline, profile))
 
-    # ---- all artifacts
-    parts.append("<h2>All artifacts</h2>")
-    if arts:
-        parts.append(
-            f'<p class="muted">One table per stage folder under <code>{_e(artifacts_dir)}</code>, one row per '
-            "<code>stats.json</code>, newest first; columns are the scalar stats.</p>"
-        )
-        parts.append(_stage_tables(arts, profile))
-    else:
-        parts.append(f'<p class="muted">No artifacts under <code>{_e(artifacts_dir)}</code>.</p>')
-    if random_arts:
-        parts.append(
-            '<p class="muted">Random-weights artifacts: '
-            + ", ".join(f"<code>{_e(a['stage'])}/{_e(a['hash'])}</code>" for a in random_arts)
-            + ".</p>"
-        )
-    gen = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    parts.append(f'<p class="muted" style="margin-top:32px">Generated {gen} by <code>fit3d_helpers.report.build_index</code>.</p>')
-    parts.append("</main></body></html>")
+def _index_context(ctx: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("arxiv", "meta", "notebooks", "pages", "pipeline", "headline", "paper", "ablations", "deviations")
+    return {
+        **{k: ctx[k] for k in keys},
+        "figures": [f for f in ctx["figures"] if f["name"] in FIGURE_INFO],
+        "random": ctx["random"],
+        "no_counterpart": ctx["no_counterpart"],
+        **ctx["common"],
+    }
+
+
+def build_index(
+    report_dir: str | Path = "report",
+    artifacts_dir: str | Path | None = None,
+    run_json: Mapping[str, Any] | str | Path | None = None,
+    *,
+    figure_errors: Mapping[str, str] | None = None,
+) -> Path:
+    """Write the report's own pages from the run metadata and the artifacts; returns the index's path.
+
+    ``index.html`` (figures, method, headline, the paper beside ours, ablations, deviations, the run),
+    ``artifacts.html`` (every artifact), ``slides.html`` (:mod:`fit3d_helpers.slides`), ``glossary.html`` and
+    ``fidelity.html`` (``docs/fidelity.md``). Figures are the PNGs already in ``report_dir/figures/``
+    (:func:`export_figures` draws them; :func:`build_report` does both).
+
+    run_json: the run metadata (dict), a path to it, or None for ``report_dir/run.json`` (may be missing).
+    artifacts_dir: defaults to the run's ``artifacts_dir``, else ``artifacts`` beside ``report_dir``.
+    figure_errors: ``{figure: why it could not be drawn}``, shown in its place.
+    """
+    from . import slides
+
+    ctx = report_context(report_dir, artifacts_dir, run_json, figure_errors=figure_errors)
+    report_dir = ctx["report_dir"]
+    index = _render("index.html.j2", page="index.html", **_index_context(ctx))
+    artifacts_page = _render(
+        "artifacts.html.j2",
+        page="artifacts.html",
+        artifacts_dir=str(ctx["artifacts_dir"]),
+        stages=_stage_models(ctx["arts"], ctx["profile"]),
+        other_profile=any(not _in_profile(a, ctx["profile"]) for a in ctx["arts"]),
+        random_arts=[f"{a['stage']}/{a['hash']}" for a in ctx["random_arts"]],
+        **ctx["common"],
+    )
+    _write_text_atomic(report_dir / "artifacts.html", artifacts_page)
+    build_glossary(report_dir, ctx)
+    build_fidelity(report_dir, ctx)
+    slides.build_slides(report_dir, context=ctx)
     out = report_dir / "index.html"
-    _write_text_atomic(out, "\n".join(parts))
+    _write_text_atomic(out, index)
     return out
+
+
+def build_glossary(report_dir: str | Path, ctx: Mapping[str, Any] | None = None) -> Path:
+    """``report_dir/glossary.html``: the glossary and the examiner questions (:mod:`fit3d_helpers.glossary`)."""
+    from .glossary import GLOSSARY, questions
+
+    report_dir = Path(report_dir)
+    ctx = ctx if ctx is not None else report_context(report_dir)
+    page = _render(
+        "glossary.html.j2",
+        page="glossary.html",
+        terms=[{"term": t.term, "anchor": t.anchor, "text": _inline_md(t.text)} for t in GLOSSARY],
+        questions=[{"q": _inline_md(q), "a": _inline_md(a)} for q, a in questions()],
+        **ctx["common"],
+    )
+    out = report_dir / "glossary.html"
+    _write_text_atomic(out, page)
+    return out
+
+
+def fidelity_source(run: Mapping[str, Any] | None = None) -> Path | None:
+    """``docs/fidelity.md`` of the run's checkout, else of the checkout this package is part of; None if neither."""
+    roots = [Path(run["cwd"])] if run and run.get("cwd") else []
+    roots.append(Path(__file__).resolve().parents[1])
+    return next((r / "docs" / "fidelity.md" for r in roots if (r / "docs" / "fidelity.md").is_file()), None)
+
+
+def build_fidelity(report_dir: str | Path, ctx: Mapping[str, Any] | None = None) -> Path:
+    """``report_dir/fidelity.html``: ``docs/fidelity.md`` rendered (mistune, nbconvert's markdown renderer), so the
+    report's links to it work offline from the report folder."""
+    import mistune
+
+    report_dir = Path(report_dir)
+    ctx = ctx if ctx is not None else report_context(report_dir)
+    src = fidelity_source(ctx["run"])
+    if src is None:
+        body = "<p class='muted'>docs/fidelity.md was not found beside this package or the run's checkout.</p>"
+    else:
+        tokens: dict[str, str] = {}
+        md = mistune.create_markdown(escape=False, plugins=["table", "strikethrough"])
+        body = _restore_math(md(render_markdown_math(src.read_text(encoding="utf-8"), tokens=tokens)), tokens)
+    page = _render(
+        "fidelity.html.j2",
+        page="fidelity.html",
+        body=_markup(body),
+        source=str(src) if src else "docs/fidelity.md",
+        **ctx["common"],
+    )
+    out = report_dir / "fidelity.html"
+    _write_text_atomic(out, page)
+    return out
+
+
+def build_report(
+    report_dir: str | Path = "report",
+    artifacts_dir: str | Path | None = None,
+    run_json: Mapping[str, Any] | str | Path | None = None,
+    *,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Draw the figures (:func:`export_figures`) and write every page of the report (:func:`build_index`).
+
+    Returns ``{"index", "slides", "glossary", "fidelity", "artifacts": path, "figures": {name: png},
+    "figure_errors": {name: why}}``.
+    """
+    report_dir = Path(report_dir)
+    run = _load_run(report_dir, run_json)
+    if artifacts_dir is None:
+        artifacts_dir = run.get("artifacts_dir_abs") or (report_dir.resolve().parent / "artifacts")
+    written: dict[str, Path] = {}
+    errors: dict[str, str] = {}
+    if figures:
+        try:
+            written, errors = export_figures(report_dir, artifacts_dir, run.get("profile"))
+        except Exception as e:  # matplotlib or torch missing: the pages say so in each figure's place
+            errors = {name: f"{type(e).__name__}: {e}"[:300] for name in (*FIGURE_INFO, *SLIDE_FIGURES)}
+    index = build_index(report_dir, artifacts_dir, run, figure_errors=errors)
+    return {
+        "index": index,
+        "slides": report_dir / "slides.html",
+        "glossary": report_dir / "glossary.html",
+        "fidelity": report_dir / "fidelity.html",
+        "artifacts": report_dir / "artifacts.html",
+        "figures": written,
+        "figure_errors": errors,
+    }
+
+
+def _markup(text: str) -> Any:
+    from markupsafe import Markup
+
+    return Markup(text)

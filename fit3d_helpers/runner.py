@@ -99,7 +99,7 @@ def discover_notebooks(notebooks_dir: str | Path = "notebooks", only: str | Iter
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: a Python literal (``3``, ``1e-4``, ``True``, ``None``, ``[1, 2]``, ``'x'``) else the string."""
+    """A ``--set`` value: a Python literal (``3``, ``1e-4``, ``True``, ``None``, ``[1, 2]``, ``'x'``), else text."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -107,10 +107,11 @@ def parse_value(text: str) -> Any:
 
 
 def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    """``["seed=1", "02.iters=300"]`` (or a dict of the same keys) → ``{"seed": 1, "02.iters": 300}``.
+    """``["lift.iterations=300", "02.scene_index=1"]`` (or a dict of the same keys) → ``{key: value}``.
 
-    A key ``NN.name`` applies only to notebook ``NN``; a plain ``name`` to every selected notebook whose
-    parameters cell defines it.
+    Three kinds of key: a profile setting (``lift.iterations``, ``seed``: every notebook gets it in its ``overrides``
+    dict, parsed to the setting's type), ``NN.knob`` (notebook NN's own parameter) and a plain ``knob`` (every
+    selected notebook that defines it). Values are Python literals, else text. Checked by :func:`plan_parameters`.
     """
     if items is None:
         return {}
@@ -120,20 +121,26 @@ def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str
         pairs = []
         for item in items:
             if "=" not in item:
-                raise ParameterError(f"--set takes key=value or NN.key=value; got {item!r}")
+                raise ParameterError(
+                    f"--set takes key=value (a profile setting such as lift.iterations=2000, or NN.knob=value "
+                    f"for notebook NN's own parameter); got {item!r}"
+                )
             k, v = item.split("=", 1)
             pairs.append((k.strip(), parse_value(v.strip())))
     out: dict[str, Any] = {}
     for k, v in pairs:
-        prefix, _, name = k.rpartition(".")
-        if prefix and not prefix.isdigit():
-            raise ParameterError(f"--set key {k!r}: the part before '.' must be a notebook number like 02")
-        if not name.isidentifier():
-            raise ParameterError(f"--set key {k!r}: {name!r} is not a Python name")
-        if prefix:
-            k = f"{int(prefix):02d}.{name}"
-        if name == "profile":
-            raise ParameterError("set the profile with --profile, not --set")
+        first, _, rest = k.partition(".")
+        if first.isdigit() and rest:
+            if not rest.isidentifier():
+                raise ParameterError(
+                    f"--set {k}: {rest!r} is not a notebook parameter name (profile settings take no NN. "
+                    "prefix: they reach every notebook, so each stage finds the one before)"
+                )
+            k = f"{int(first):02d}.{rest}"
+        elif not all(part.isidentifier() for part in k.split(".")):
+            raise ParameterError(f"--set key {k!r} is neither a profile setting (section.name) nor NN.knob")
+        if k.rpartition(".")[2] in ("profile", "overrides"):
+            raise ParameterError("set the profile with --profile, and profile settings with --set section.name=value")
         out[k] = v
     return out
 
@@ -155,6 +162,16 @@ def _rel_to(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(profile settings, notebook knobs) of parsed ``--set`` keys."""
+    from .profiles import setting_types
+
+    settings_keys = setting_types()
+    settings = {k: v for k, v in overrides.items() if k in settings_keys}
+    knobs = {k: v for k, v in overrides.items() if k not in settings}
+    return settings, knobs
+
+
 def plan_parameters(
     notebooks: Sequence[Path],
     profile: str,
@@ -163,51 +180,80 @@ def plan_parameters(
     *,
     defined: Mapping[Path, Mapping[str, Any]] | None = None,
 ) -> dict[Path, dict[str, Any]]:
-    """The parameters each notebook gets, validated against its parameters cell.
+    """The parameters each notebook gets: ``profile``, ``overrides`` (the profile settings of ``--set``, type-checked
+    against :mod:`fit3d_helpers.profiles`), ``artifacts_dir`` and the notebook knobs it defines.
 
-    Raises :class:`ParameterError` listing the valid keys per notebook when an override names a key that
-    no selected notebook (or not the addressed one) defines.
+    Raises :class:`ParameterError` before anything runs when a key is neither a profile setting nor a knob of a
+    selected notebook, or when a value does not parse to its setting's type; the message lists the valid keys.
     """
+    from .profiles import ConfigError, load_profile, setting_types, type_name
+
     overrides = dict(overrides or {})
     if defined is None:
         defined = {nb: inspect_parameters(nb) for nb in notebooks}
+    settings, knobs = _split_overrides(overrides)
     problems: list[str] = []
     for nb in notebooks:
         if "profile" not in defined[nb]:
             problems.append(
                 f"{nb.name}: its first code cell must be tagged 'parameters' and define profile = \"smoke\""
             )
+    if settings:
+        try:
+            load_profile(profile, settings)
+        except ConfigError as e:
+            problems.append(f"--set: {e}")
     by_num = {notebook_number(nb): nb for nb in notebooks}
-    for key in overrides:
+    for key in knobs:
         prefix, _, name = key.rpartition(".")
-        if prefix:
+        if prefix.isdigit():
             nb = by_num.get(prefix)
             if nb is None:
                 problems.append(f"--set {key}: notebook {prefix} is not selected (selected: {', '.join(by_num)})")
-            elif name not in defined[nb]:
+            elif name not in defined[nb] or name in ("profile", "overrides"):
                 problems.append(f"--set {key}: {nb.name} has no parameter {name!r}")
+        elif "." in key:
+            problems.append(f"--set {key}: not a profile setting")
         elif not any(name in defined[nb] for nb in notebooks):
-            problems.append(f"--set {key}: no selected notebook has a parameter {name!r}")
+            problems.append(f"--set {key}: neither a profile setting nor a parameter of a selected notebook")
     if problems:
+        valid_settings = ", ".join(f"{k} ({type_name(t)})" for k, t in setting_types().items())
         valid = "\n".join(
-            f"  {nb.name}: {', '.join(k for k in defined[nb]) or '(no parameters cell)'}" for nb in notebooks
+            f"  {nb.name}: {', '.join(k for k in defined[nb] if k not in ('profile', 'overrides')) or '(none)'}"
+            for nb in notebooks
         )
-        raise ParameterError("\n".join(problems) + "\nValid parameters per notebook:\n" + valid)
+        raise ParameterError(
+            "\n".join(problems)
+            + f"\nProfile settings (--set key=value): {valid_settings}"
+            + "\nNotebook parameters (--set NN.key=value):\n"
+            + valid
+        )
+    typed = {k: _typed(k, v) for k, v in settings.items()}
     plan: dict[Path, dict[str, Any]] = {}
     for nb in notebooks:
         params: dict[str, Any] = {"profile": profile}
+        if "overrides" in defined[nb]:
+            params["overrides"] = typed
         if artifacts_dir is not None and "artifacts_dir" in defined[nb]:
             params["artifacts_dir"] = artifacts_dir
-        for key, value in overrides.items():
+        for key, value in knobs.items():
             prefix, _, name = key.rpartition(".")
             if not prefix and name in defined[nb]:
                 params[name] = value
-        for key, value in overrides.items():  # notebook-specific keys win over global ones
+        for key, value in knobs.items():  # notebook-specific keys win over global ones
             prefix, _, name = key.rpartition(".")
             if prefix and prefix == notebook_number(nb):
                 params[name] = value
         plan[nb] = params
     return plan
+
+
+def _typed(key: str, value: Any) -> Any:
+    """A ``--set`` value as its setting's type, in a form papermill writes as a Python literal (tuples as lists)."""
+    from .profiles import coerce, setting_types
+
+    v = coerce(key, value, setting_types()[key])
+    return list(v) if isinstance(v, tuple) else v
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -294,7 +340,7 @@ def _device_info() -> tuple[str, str]:
     try:
         if torch.cuda.is_available():
             dev = f"cuda: {torch.cuda.get_device_name(0)}"
-    except Exception:  # noqa: BLE001 - a broken driver still gets a report
+    except Exception:
         dev = "cpu (cuda query failed)"
     return dev, torch.__version__
 
@@ -410,7 +456,7 @@ def run_notebooks(
     )
     try:
         for i, (nb, rec) in enumerate(zip(notebooks, records), 1):
-            extra = {k: v for k, v in rec.parameters.items() if k not in ("profile", "artifacts_dir")}
+            extra = {k: v for k, v in rec.parameters.items() if k not in ("profile", "artifacts_dir") and v != {}}
             echo(f"[{i}/{n}] {rec.name}: running" + (f" with {extra}" if extra else ""))
             dst = report_dir / rec.ipynb
             rec.date = _now()
@@ -432,7 +478,7 @@ def run_notebooks(
                     try:
                         _report.export_html(dst, report_dir / rec.html, source_dir=nb.parent)
                         rec.random_weights = _page_has_banner(report_dir / rec.html)
-                    except Exception as e:  # noqa: BLE001 - a broken export must not hide the run result
+                    except Exception as e:
                         echo(f"    HTML export of {rec.name} failed: {type(e).__name__}: {e}")
                 save(None)
             echo(f"[{i}/{n}] {rec.name}: {rec.status} ({rec.wall_s:.1f} s)" + (f" — {rec.error}" if rec.error else ""))
@@ -474,7 +520,9 @@ def _previous_records(run_json: Path, profile: str, names: set[str]) -> dict[str
 
 
 def _finish_report(report_dir: Path, artifacts_dir: Path, run: dict[str, Any], echo: Callable[[str], None]) -> None:
-    """Random-weights banner on every page when any page or stats.json of this profile says so; index."""
+    """Random-weights banner on every notebook page when any page or stats.json of this profile says so; then the
+    figures (``report/figures/*.png``) and the report's own pages: index, slides, glossary, fidelity, artifacts
+    (:func:`fit3d_helpers.report.build_report`). A failure is reported, never raised: the notebook pages stay."""
     from . import report as _report
 
     try:
@@ -483,10 +531,17 @@ def _finish_report(report_dir: Path, artifacts_dir: Path, run: dict[str, Any], e
         if random_arts or any(r.get("random_weights") for r in run.get("notebooks", [])):
             for p in pages:
                 _report.apply_banner(p, RANDOM_WEIGHTS_BANNER)
-        index = _report.build_index(report_dir, artifacts_dir, run)
-        echo(f"report: {index}")
-    except Exception as e:  # noqa: BLE001
-        echo(f"building the report index failed: {type(e).__name__}: {e}")
+    except Exception as e:
+        echo(f"putting the random-weights banner on the pages failed: {type(e).__name__}: {e}")
+    try:
+        built = _report.build_report(report_dir, artifacts_dir, run)
+    except Exception as e:
+        echo(f"building the report failed: {type(e).__name__}: {e}")
+        return
+    for name, why in built["figure_errors"].items():
+        echo(f"    figure {name} not drawn: {why}")
+    figs = ", ".join(sorted(built["figures"])) or "none (their artifacts are missing)"
+    echo(f"report: {built['index']} (slides: {built['slides'].name}; figures: {figs})")
 
 
 def rebuild_report(report_dir: str | Path = "report", artifacts_dir: str | Path | None = None) -> Path:
@@ -514,14 +569,23 @@ def rebuild_report(report_dir: str | Path = "report", artifacts_dir: str | Path 
 
 
 def describe_parameters(notebooks_dir: str | Path = "notebooks", only: str | None = None) -> str:
-    """Human-readable list of each notebook's parameters and defaults (``python -m fit3d_helpers params``)."""
-    lines = []
+    """The profile settings (type, smoke and paper values) and each notebook's own parameters
+    (``python -m fit3d_helpers params``)."""
+    from .profiles import PROFILES, setting_types, settings, type_name
+
+    smoke, paper = settings(PROFILES["smoke"]), settings(PROFILES["paper"])
+    lines = [
+        "Profile settings: --set KEY=VALUE (every notebook), or overrides={KEY: VALUE} in a notebook",
+        "",
+        f"  {'key':34s} {'type':16s} {'smoke':>22s}  paper",
+    ]
+    for key, t in setting_types().items():
+        lines.append(f"  {key:34s} {type_name(t):16s} {str(smoke[key]):>22s}  {paper[key]}")
+    lines += ["", "Notebook parameters: --set NN.KEY=VALUE", ""]
     for nb in discover_notebooks(notebooks_dir, only):
         lines.append(nb.name)
-        params = inspect_parameters(nb)
-        if not params:
-            lines.append("  (no cell tagged 'parameters')")
-        lines += [f"  {k} = {v}" for k, v in params.items()]
+        params = {k: v for k, v in inspect_parameters(nb).items() if k not in ("profile", "overrides")}
+        lines += [f"  {k} = {v}" for k, v in params.items()] or ["  (none)"]
     return "\n".join(lines)
 
 

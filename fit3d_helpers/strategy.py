@@ -42,8 +42,18 @@ from torch import Tensor
 
 from .render import means2d_grad_stats, quat_to_rotmat
 
-__all__ = ["GSPLAT_NAMES", "GsplatStrategy", "SimpleStrategy", "Strategy", "densify_and_prune", "gsplat_strategy_available",
-           "make_optimizers", "make_strategy", "reset_opacity", "state_to"]
+__all__ = [
+    "GSPLAT_NAMES",
+    "GsplatStrategy",
+    "SimpleStrategy",
+    "Strategy",
+    "densify_and_prune",
+    "gsplat_strategy_available",
+    "make_optimizers",
+    "make_strategy",
+    "reset_opacity",
+    "state_to",
+]
 
 # our parameter names -> gsplat's names for the same (unactivated) tensors
 GSPLAT_NAMES = {"log_scales": "scales", "opacity_logits": "opacities"}
@@ -57,8 +67,12 @@ class Strategy(Protocol):
 
     def check_sanity(self, params: Params, optimizers: Optimizers) -> None: ...
     def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]: ...
-    def step_pre_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None: ...
-    def step_post_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None: ...
+    def step_pre_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None: ...
+    def step_post_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None: ...
 
 
 def make_optimizers(params: Params, lrs: dict[str, float], *, eps: float = 1e-15) -> Optimizers:
@@ -164,7 +178,12 @@ def densify_and_prune(
     if prune.all():  # never prune everything: an empty scene cannot recover
         prune[:] = False
     _edit_rows(params, optimizers, ~prune, None)
-    return {"cloned": int(clone.sum()), "split": int(split.sum()), "pruned": int(prune.sum()), "total": int(params["means"].shape[0])}
+    return {
+        "cloned": int(clone.sum()),
+        "split": int(split.sum()),
+        "pruned": int(prune.sum()),
+        "total": int(params["means"].shape[0]),
+    }
 
 
 @torch.no_grad()
@@ -187,10 +206,25 @@ def reset_opacity(params: Params, optimizers: Optimizers, value: float = 0.01) -
 class SimpleStrategy:
     """3DGS's clone / split / prune / opacity reset in plain torch, with gsplat's Strategy interface."""
 
-    def __init__(self, *, refine_start_iter: int, refine_stop_iter: int, refine_every: int, grow_grad2d: float = 2e-4,
-                 grow_scale3d: float = 0.01, prune_opa: float = 0.005, prune_scale3d: float = 0.5, reset_every: int = 3000,
-                 max_gaussians: int = 200_000, seed: int = 0) -> None:
-        self.refine_start_iter, self.refine_stop_iter, self.refine_every = refine_start_iter, refine_stop_iter, refine_every
+    def __init__(
+        self,
+        *,
+        refine_start_iter: int,
+        refine_stop_iter: int,
+        refine_every: int,
+        grow_grad2d: float = 2e-4,
+        grow_scale3d: float = 0.01,
+        prune_opa: float = 0.005,
+        prune_scale3d: float = 0.5,
+        reset_every: int = 3000,
+        max_gaussians: int = 200_000,
+        seed: int = 0,
+    ) -> None:
+        self.refine_start_iter, self.refine_stop_iter, self.refine_every = (
+            refine_start_iter,
+            refine_stop_iter,
+            refine_every,
+        )
         self.grow_grad2d, self.grow_scale3d = grow_grad2d, grow_scale3d
         self.prune_opa, self.prune_scale3d = prune_opa, prune_scale3d
         self.reset_every, self.max_gaussians, self.seed = reset_every, max_gaussians, seed
@@ -206,12 +240,16 @@ class SimpleStrategy:
     def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
         return {"grad2d": None, "count": None, "scene_scale": float(scene_scale)}
 
-    def step_pre_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None:
+    def step_pre_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
         if info["means2d"].requires_grad:
             info["means2d"].retain_grad()
 
     @torch.no_grad()
-    def step_post_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None:
+    def step_post_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
         if step >= self.refine_stop_iter:
             return
         norm_sum, count = means2d_grad_stats(info)  # [N], [N]
@@ -245,14 +283,25 @@ def gsplat_strategy_available() -> bool:
 class GsplatStrategy:
     """gsplat's ``DefaultStrategy`` on our parameter names, plus the opacity reset gsplat 1.5.3 never does."""
 
-    def __init__(self, *, refine_start_iter: int, refine_stop_iter: int, refine_every: int, grow_grad2d: float = 2e-4,
-                 grow_scale3d: float = 0.01, prune_opa: float = 0.005, prune_scale3d: float = 0.1, reset_every: int = 3000,
-                 verbose: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        refine_start_iter: int,
+        refine_stop_iter: int,
+        refine_every: int,
+        grow_grad2d: float = 2e-4,
+        grow_scale3d: float = 0.01,
+        prune_opa: float = 0.005,
+        prune_scale3d: float = 0.1,
+        reset_every: int = 3000,
+        verbose: bool = False,
+    ) -> None:
         try:
             from gsplat.strategy import DefaultStrategy
         except Exception as e:
             raise RuntimeError(
-                "strategy='gsplat' needs the gsplat package (`pip install -e '.[gpu]'` or `pip install gsplat`; it imports "
+                "strategy='gsplat' needs the gsplat package (`pip install -e '.[gpu]'` or `pip install gsplat`; "
+                "it imports "
                 "without CUDA). Use strategy='simple' for the course's own densification."
             ) from e
         self.inner = DefaultStrategy(
@@ -263,7 +312,9 @@ class GsplatStrategy:
 
     @staticmethod
     def _views(params: Params, optimizers: Optimizers) -> tuple[Params, Optimizers]:
-        return {GSPLAT_NAMES.get(k, k): v for k, v in params.items()}, {GSPLAT_NAMES.get(k, k): v for k, v in optimizers.items()}
+        return {GSPLAT_NAMES.get(k, k): v for k, v in params.items()}, {
+            GSPLAT_NAMES.get(k, k): v for k, v in optimizers.items()
+        }
 
     @staticmethod
     def _write_back(params: Params, view: Params) -> None:
@@ -276,10 +327,14 @@ class GsplatStrategy:
     def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
         return self.inner.initialize_state(scene_scale=float(scene_scale))
 
-    def step_pre_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None:
+    def step_pre_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
         self.inner.step_pre_backward(*self._views(params, optimizers), state, step, info)
 
-    def step_post_backward(self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]) -> None:
+    def step_post_backward(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
         from gsplat.strategy.ops import reset_opa
 
         p, o = self._views(params, optimizers)
@@ -292,8 +347,14 @@ class GsplatStrategy:
 
 def make_strategy(cfg: Any) -> SimpleStrategy | GsplatStrategy:
     """The strategy a ``LiftConfig`` asks for (``cfg.strategy``: ``"simple"`` or ``"gsplat"``)."""
-    common = dict(refine_start_iter=cfg.densify_from, refine_stop_iter=cfg.densify_until, refine_every=cfg.densify_every,
-                  grow_grad2d=cfg.densify_grad_threshold, prune_opa=cfg.prune_opacity, reset_every=cfg.opacity_reset_every)
+    common = dict(
+        refine_start_iter=cfg.densify_from,
+        refine_stop_iter=cfg.densify_until,
+        refine_every=cfg.densify_every,
+        grow_grad2d=cfg.densify_grad_threshold,
+        prune_opa=cfg.prune_opacity,
+        reset_every=cfg.opacity_reset_every,
+    )
     if cfg.strategy == "simple":
         return SimpleStrategy(**common, max_gaussians=cfg.max_gaussians, seed=cfg.seed)
     if cfg.strategy == "gsplat":

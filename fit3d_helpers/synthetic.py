@@ -59,8 +59,20 @@ from .utils import atomic_dir, config_hash, progress, read_json, write_json
 GENERATOR_VERSION = 2  # bump when the generator's output changes: it is part of the dataset cache key
 
 CLASSES: list[str] = [
-    "wall", "floor", "ceiling", "window", "door", "table", "chair",
-    "cabinet", "bed", "lamp", "rug", "picture", "shelf", "plant",
+    "wall",
+    "floor",
+    "ceiling",
+    "window",
+    "door",
+    "table",
+    "chair",
+    "cabinet",
+    "bed",
+    "lamp",
+    "rug",
+    "picture",
+    "shelf",
+    "plant",
 ]
 _C = {name: i for i, name in enumerate(CLASSES)}
 IGNORE_LABEL = 255
@@ -145,12 +157,13 @@ def _tex_wood(rng: np.random.Generator, rgb: np.ndarray, size: int = 256, planks
         lengths = size // 2
         for r in range(planks):
             for e in (offs[r] % size, (offs[r] + lengths) % size):
-                v[r * ph:(r + 1) * ph, max(e - 1, 0):e + 1] *= 0.5
+                v[r * ph : (r + 1) * ph, max(e - 1, 0) : e + 1] *= 0.5
     return (rgb[None, None] * v[..., None]).astype(np.float32)
 
 
-def _tex_fabric(rng: np.random.Generator, rgb: np.ndarray, rgb2: np.ndarray | None = None,
-                pattern: str = "plain", size: int = 128) -> np.ndarray:
+def _tex_fabric(
+    rng: np.random.Generator, rgb: np.ndarray, rgb2: np.ndarray | None = None, pattern: str = "plain", size: int = 128
+) -> np.ndarray:
     x = np.arange(size)[None, :]
     y = np.arange(size)[:, None]
     weave = 0.06 * np.sin(np.pi * x / 1.5) * np.sin(np.pi * y / 1.5)
@@ -174,8 +187,17 @@ def _tex_tinted(gray: np.ndarray, rgb: np.ndarray, lo: float = 0.45, hi: float =
 
 def _tex_rug(rng: np.random.Generator, size: int = 192) -> np.ndarray:
     """A patterned rug: border bands and a diamond field (stretched once over the rug)."""
-    palette = [_hex(c) for c in ((0.55, 0.12, 0.12), (0.85, 0.75, 0.55), (0.12, 0.2, 0.4), (0.3, 0.45, 0.3),
-                                 (0.8, 0.5, 0.2), (0.35, 0.2, 0.4))]
+    palette = [
+        _hex(c)
+        for c in (
+            (0.55, 0.12, 0.12),
+            (0.85, 0.75, 0.55),
+            (0.12, 0.2, 0.4),
+            (0.3, 0.45, 0.3),
+            (0.8, 0.5, 0.2),
+            (0.35, 0.2, 0.4),
+        )
+    ]
     idx = rng.permutation(len(palette))
     c_field, c_border, c_motif = palette[idx[0]], palette[idx[1]], palette[idx[2]]
     u = (np.arange(size) + 0.5) / size
@@ -258,8 +280,13 @@ class _Builder:
         self._count = 0
 
     def material(self, texture: np.ndarray, *, mirror: bool = True, emission: np.ndarray | None = None) -> int:
-        self.materials.append(_Material(np.ascontiguousarray(texture, dtype=np.float32), mirror,
-                                        None if emission is None else np.asarray(emission, dtype=np.float64)))
+        self.materials.append(
+            _Material(
+                np.ascontiguousarray(texture, dtype=np.float32),
+                mirror,
+                None if emission is None else np.asarray(emission, dtype=np.float64),
+            )
+        )
         return len(self.materials) - 1
 
     def _grid(self, pos: np.ndarray, nrm: np.ndarray, uv: np.ndarray, mat: int, cls: int) -> None:
@@ -278,8 +305,16 @@ class _Builder:
         self._fc.append(np.full(len(faces), cls))
         self._count += (nv + 1) * (nu + 1)
 
-    def quad(self, origin: np.ndarray, eu: np.ndarray, ev: np.ndarray, mat: int, cls: int,
-             tile: float | None = None, uv_offset: tuple[float, float] = (0.0, 0.0)) -> None:
+    def quad(
+        self,
+        origin: np.ndarray,
+        eu: np.ndarray,
+        ev: np.ndarray,
+        mat: int,
+        cls: int,
+        tile: float | None = None,
+        uv_offset: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
         """Parallelogram ``origin + s*eu + t*ev``; normal = eu x ev. ``tile`` (metres per texture repeat) or None
         to stretch the texture once, upright when eu points right and ev up."""
         origin, eu, ev = (np.asarray(x, dtype=np.float64) for x in (origin, eu, ev))
@@ -298,9 +333,18 @@ class _Builder:
             uv = np.concatenate(np.broadcast_arrays(s * lu / tile + uv_offset[0], t * lv / tile + uv_offset[1]), -1)
         self._grid(pos, nrm, uv, mat, cls)
 
-    def box(self, centre: np.ndarray, size: tuple[float, float, float], yaw: float, mat: int, cls: int,
-            tile: float | None = 1.0, bottom: bool = True, front_mat: int | None = None,
-            rng: np.random.Generator | None = None) -> None:
+    def box(
+        self,
+        centre: np.ndarray,
+        size: tuple[float, float, float],
+        yaw: float,
+        mat: int,
+        cls: int,
+        tile: float | None = 1.0,
+        bottom: bool = True,
+        front_mat: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         """Box with local axes rotated by ``yaw`` about z; ``front_mat`` textures the +y face once (drawers)."""
         c = np.asarray(centre, dtype=np.float64)
         ax = np.array([math.cos(yaw), math.sin(yaw), 0.0])
@@ -323,8 +367,18 @@ class _Builder:
             else:
                 self.quad(o, eu, ev, mat, cls, tile, off)
 
-    def frustum(self, base: np.ndarray, r0: float, r1: float, height: float, mat: int, cls: int,
-                tile: float | None = 0.5, caps: tuple[bool, bool] = (True, True), cap_mat: int | None = None) -> None:
+    def frustum(
+        self,
+        base: np.ndarray,
+        r0: float,
+        r1: float,
+        height: float,
+        mat: int,
+        cls: int,
+        tile: float | None = 0.5,
+        caps: tuple[bool, bool] = (True, True),
+        cap_mat: int | None = None,
+    ) -> None:
         """Vertical (truncated) cone / cylinder from ``base`` up, radii r0 (bottom) and r1 (top)."""
         base = np.asarray(base, dtype=np.float64)
         rmax = max(r0, r1)
@@ -333,8 +387,9 @@ class _Builder:
         ang = np.linspace(0, 2 * math.pi, ns + 1)[None, :]
         t = np.linspace(0, 1, nh + 1)[:, None]
         r = r0 + (r1 - r0) * t
-        pos = np.stack(np.broadcast_arrays(base[0] + r * np.cos(ang), base[1] + r * np.sin(ang),
-                                           base[2] + height * t), -1)
+        pos = np.stack(
+            np.broadcast_arrays(base[0] + r * np.cos(ang), base[1] + r * np.sin(ang), base[2] + height * t), -1
+        )
         slope = (r0 - r1) / height
         nrm = np.stack(np.broadcast_arrays(np.cos(ang), np.sin(ang), slope + 0 * t), -1)
         nrm = nrm / np.linalg.norm(nrm, axis=-1, keepdims=True)
@@ -346,8 +401,10 @@ class _Builder:
                 continue
             nr = max(1, int(math.ceil(rad / self.max_edge)))
             rr = np.linspace(0, rad, nr + 1)[:, None]
-            p = np.stack(np.broadcast_arrays(base[0] + rr * np.cos(ang), base[1] + rr * np.sin(ang),
-                                             base[2] + z + 0 * rr * ang), -1)
+            p = np.stack(
+                np.broadcast_arrays(base[0] + rr * np.cos(ang), base[1] + rr * np.sin(ang), base[2] + z + 0 * rr * ang),
+                -1,
+            )
             n = np.broadcast_to(np.array([0.0, 0.0, 1.0 if is_top else -1.0]), p.shape)
             uvc = (p[..., :2] - base[:2]) / tl
             self._grid(p, n, uvc, cap_mat if cap_mat is not None else mat, cls)
@@ -359,8 +416,9 @@ class _Builder:
         nt = max(6, int(math.ceil(math.pi * rad.max() / self.max_edge)))
         phi = np.linspace(0, 2 * math.pi, ns + 1)[None, :]
         th = np.linspace(math.pi, 0, nt + 1)[:, None]  # bottom to top
-        unit = np.stack(np.broadcast_arrays(np.sin(th) * np.cos(phi), np.sin(th) * np.sin(phi),
-                                            np.cos(th) + 0 * phi), -1)  # [nt+1, ns+1, 3]
+        unit = np.stack(
+            np.broadcast_arrays(np.sin(th) * np.cos(phi), np.sin(th) * np.sin(phi), np.cos(th) + 0 * phi), -1
+        )  # [nt+1, ns+1, 3]
         pos = np.asarray(centre) + unit * rad
         nrm = unit / rad
         nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
@@ -406,14 +464,18 @@ class _Tracer:
         except ImportError:
             import trimesh
 
-            warnings.warn("embreex is not installed: falling back to trimesh's ray caster (much slower). "
-                          "`pip install embreex` for the fast path.", stacklevel=2)
+            warnings.warn(
+                "embreex is not installed: falling back to trimesh's ray caster (much slower). "
+                "`pip install embreex` for the fast path.",
+                stacklevel=2,
+            )
             self._mesh = trimesh.Trimesh(mesh.V, mesh.F, process=False)
             self._ray = trimesh.ray.ray_triangle.RayMeshIntersector(self._mesh)
             self.kind = "trimesh"
 
-    def intersect(self, o: np.ndarray, d: np.ndarray, chunk: int = 1 << 20
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def intersect(
+        self, o: np.ndarray, d: np.ndarray, chunk: int = 1 << 20
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """o, d [N, 3] (d unit) -> prim [N] (-1 = miss), t [N], barycentric u [N], v [N] (weights of vertex 1, 2)."""
         n = len(o)
         prim = np.full(n, -1, dtype=np.int64)
@@ -421,14 +483,14 @@ class _Tracer:
         u = np.zeros(n, dtype=np.float32)
         v = np.zeros(n, dtype=np.float32)
         for s in range(0, n, chunk):
-            oc = np.ascontiguousarray(o[s:s + chunk], dtype=np.float32)
-            dc = np.ascontiguousarray(d[s:s + chunk], dtype=np.float32)
+            oc = np.ascontiguousarray(o[s : s + chunk], dtype=np.float32)
+            dc = np.ascontiguousarray(d[s : s + chunk], dtype=np.float32)
             if self.kind == "embree":
                 r = self._scene.run(oc, dc, output=1)
-                prim[s:s + chunk] = r["primID"]
-                t[s:s + chunk] = r["tfar"]
-                u[s:s + chunk] = r["u"]
-                v[s:s + chunk] = r["v"]
+                prim[s : s + chunk] = r["primID"]
+                t[s : s + chunk] = r["tfar"]
+                u[s : s + chunk] = r["u"]
+                v[s : s + chunk] = r["v"]
             else:
                 import trimesh
 
@@ -443,14 +505,14 @@ class _Tracer:
         """bool [N]: something is hit before distance tmax along the unit direction d."""
         out = np.zeros(len(o), dtype=bool)
         for s in range(0, len(o), chunk):
-            oc = np.ascontiguousarray(o[s:s + chunk], dtype=np.float32)
-            dc = np.ascontiguousarray(d[s:s + chunk], dtype=np.float32)
-            tc = np.ascontiguousarray(tmax[s:s + chunk], dtype=np.float32)
+            oc = np.ascontiguousarray(o[s : s + chunk], dtype=np.float32)
+            dc = np.ascontiguousarray(d[s : s + chunk], dtype=np.float32)
+            tc = np.ascontiguousarray(tmax[s : s + chunk], dtype=np.float32)
             if self.kind == "embree":
-                out[s:s + chunk] = self._scene.run(oc, dc, dists=tc, query="OCCLUDED") != -1
+                out[s : s + chunk] = self._scene.run(oc, dc, dists=tc, query="OCCLUDED") != -1
             else:
                 _, t, _, _ = self.intersect(oc, dc)
-                out[s:s + chunk] = t < tc
+                out[s : s + chunk] = t < tc
         return out
 
 
@@ -505,15 +567,18 @@ class _Room:
         x0, y0, x1, y1 = r
         if x0 < -1e-6 or y0 < -1e-6 or x1 > self.W + 1e-6 or y1 > self.D + 1e-6:
             return False
-        return all(x1 + margin <= a or x0 - margin >= c or y1 + margin <= b or y0 - margin >= d
-                   for a, b, c, d in self.floor_used)
+        return all(
+            x1 + margin <= a or x0 - margin >= c or y1 + margin <= b or y0 - margin >= d
+            for a, b, c, d in self.floor_used
+        )
 
     def wall_rect(self, wall: _Wall, s0: float, s1: float, depth: float) -> tuple[float, float, float, float]:
         pts = np.array([wall.at(s0, 0), wall.at(s1, 0), wall.at(s0, 0, depth), wall.at(s1, 0, depth)])
         return (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())
 
-    def place_on_wall(self, width: float, z0: float, z1: float, depth: float = 0.0,
-                      walls: list[int] | None = None, tries: int = 40) -> tuple[_Wall, float] | None:
+    def place_on_wall(
+        self, width: float, z0: float, z1: float, depth: float = 0.0, walls: list[int] | None = None, tries: int = 40
+    ) -> tuple[_Wall, float] | None:
         """Find a free wall span (and floor footprint when depth > 0); reserve it; return (wall, centre s)."""
         for _ in range(tries):
             k = int(self.rng.choice(walls if walls is not None else 4))
@@ -539,19 +604,34 @@ class _Room:
     def wood(self, rgb: tuple[float, float, float], planks: int = 0) -> int:
         return self.b.material(_tex_wood(self.rng, _hex(rgb), planks=planks))
 
-    def fabric(self, rgb: tuple[float, float, float], rgb2: tuple[float, float, float] | None = None,
-               pattern: str = "plain") -> int:
+    def fabric(
+        self, rgb: tuple[float, float, float], rgb2: tuple[float, float, float] | None = None, pattern: str = "plain"
+    ) -> int:
         return self.b.material(_tex_fabric(self.rng, _hex(rgb), None if rgb2 is None else _hex(rgb2), pattern))
 
     def pick(self, options: list[Any]) -> Any:
         return options[int(self.rng.integers(len(options)))]
 
 
-_WALL_PAINTS = [(0.93, 0.91, 0.86), (0.86, 0.82, 0.74), (0.8, 0.82, 0.83), (0.72, 0.8, 0.86), (0.74, 0.8, 0.7),
-                (0.93, 0.86, 0.66), (0.88, 0.76, 0.72)]
+_WALL_PAINTS = [
+    (0.93, 0.91, 0.86),
+    (0.86, 0.82, 0.74),
+    (0.8, 0.82, 0.83),
+    (0.72, 0.8, 0.86),
+    (0.74, 0.8, 0.7),
+    (0.93, 0.86, 0.66),
+    (0.88, 0.76, 0.72),
+]
 _WOODS = [(0.55, 0.38, 0.22), (0.72, 0.55, 0.36), (0.38, 0.24, 0.14), (0.8, 0.68, 0.5), (0.5, 0.3, 0.2)]
-_FABRICS = [(0.7, 0.2, 0.2), (0.2, 0.35, 0.6), (0.3, 0.5, 0.35), (0.85, 0.7, 0.3), (0.5, 0.3, 0.55),
-            (0.25, 0.25, 0.3), (0.9, 0.55, 0.4)]
+_FABRICS = [
+    (0.7, 0.2, 0.2),
+    (0.2, 0.35, 0.6),
+    (0.3, 0.5, 0.35),
+    (0.85, 0.7, 0.3),
+    (0.5, 0.3, 0.55),
+    (0.25, 0.25, 0.3),
+    (0.9, 0.55, 0.4),
+]
 _PAINTED = [(0.95, 0.95, 0.93), (0.3, 0.35, 0.4), (0.6, 0.7, 0.6), (0.8, 0.65, 0.5), (0.2, 0.2, 0.22)]
 
 
@@ -576,8 +656,9 @@ def _build_room(rng: np.random.Generator, max_edge: float, kind: str | None = No
     b.quad([0, 0, H], [0, D, 0], [W, 0, 0], m_ceiling, _C["ceiling"], 2.0)
     m_wall = room.paint(room.pick(_WALL_PAINTS), 0.04)
     accent = int(rng.integers(4)) if rng.random() < 0.45 else -1
-    m_brick = b.material(_tex_tinted(_skimage("brick"), _hex(room.pick([(0.62, 0.32, 0.24), (0.8, 0.78, 0.74)])),
-                                     0.4, 1.3))
+    m_brick = b.material(
+        _tex_tinted(_skimage("brick"), _hex(room.pick([(0.62, 0.32, 0.24), (0.8, 0.78, 0.74)])), 0.4, 1.3)
+    )
     for k, wall in enumerate(room.walls):
         mat, tile = (m_brick, 1.6) if k == accent else (m_wall, 2.0)
         b.quad(wall.origin, wall.right * wall.length, _UP * H, mat, _C["wall"], tile, tuple(rng.uniform(0, 2, 2)))
@@ -625,8 +706,9 @@ def _build_room(rng: np.random.Generator, max_edge: float, kind: str | None = No
         out = -wall.normal
         horiz = out * math.cos(az) + np.cross(_UP, out) * math.sin(az)
         direction = horiz * math.cos(el) + _UP * math.sin(el)
-        room.sun = _Sun(direction / np.linalg.norm(direction), np.array([m for _, m in room.windows]),
-                        np.array([1.0, 0.9, 0.75]))
+        room.sun = _Sun(
+            direction / np.linalg.norm(direction), np.array([m for _, m in room.windows]), np.array([1.0, 0.9, 0.75])
+        )
         room.objects.append("sun")
 
     # ---- door
@@ -652,8 +734,16 @@ def _build_room(rng: np.random.Generator, max_edge: float, kind: str | None = No
             m_cab = room.paint(rgb, 0.03)
             n_dr = int(rng.integers(2, 5))
             m_front = b.material(_tex_drawers(rng, _hex(rgb), n_dr), mirror=False)
-            b.box(wall.at(s, ch / 2, 0.225), (cw, 0.45, ch), wall.yaw, m_cab, _C["cabinet"], 1.0, bottom=False,
-                  front_mat=m_front)
+            b.box(
+                wall.at(s, ch / 2, 0.225),
+                (cw, 0.45, ch),
+                wall.yaw,
+                m_cab,
+                _C["cabinet"],
+                1.0,
+                bottom=False,
+                front_mat=m_front,
+            )
             for i in range(n_dr):
                 z = ch * (1 - (i + 0.5) / n_dr)
                 b.box(wall.at(s, z, 0.46), (0.16, 0.025, 0.025), wall.yaw, m_metal, _C["cabinet"], 0.5)
@@ -670,8 +760,11 @@ def _build_room(rng: np.random.Generator, max_edge: float, kind: str | None = No
 
     # ---- ceiling light panel (over the table when there is one)
     m_panel = b.material(np.full((4, 4, 3), 1.0, np.float32), mirror=False, emission=np.array([1.0, 0.93, 0.8]) * 6.0)
-    pcx, pcy = ((room.table_rect[0] + room.table_rect[2]) / 2, (room.table_rect[1] + room.table_rect[3]) / 2) \
-        if room.table_rect else (W / 2, D / 2)
+    pcx, pcy = (
+        ((room.table_rect[0] + room.table_rect[2]) / 2, (room.table_rect[1] + room.table_rect[3]) / 2)
+        if room.table_rect
+        else (W / 2, D / 2)
+    )
     pw, pd = (0.6, 0.6) if rng.random() < 0.5 else (1.1, 0.3)
     b.quad([pcx - pw / 2, pcy - pd / 2, H - 0.031], [0, pd, 0], [pw, 0, 0], m_panel, _C["lamp"], None)
     b.box([pcx, pcy, H - 0.015], (pw + 0.04, pd + 0.04, 0.03), 0.0, m_white, _C["lamp"], 1.0)
@@ -712,8 +805,9 @@ def _build_room(rng: np.random.Generator, max_edge: float, kind: str | None = No
         wall, s = spot
         tex = _srgb_to_linear(photo if photo.ndim == 3 else np.repeat(photo[..., None], 3, -1))
         m_photo = b.material(tex, mirror=False)
-        b.box(wall.at(s, zc, 0.015), (pw + 0.1, 0.03, ph + 0.1), wall.yaw, room.pick(m_frame_options),
-              _C["picture"], 0.5)
+        b.box(
+            wall.at(s, zc, 0.015), (pw + 0.1, 0.03, ph + 0.1), wall.yaw, room.pick(m_frame_options), _C["picture"], 0.5
+        )
         b.quad(wall.at(s - pw / 2, zc - ph / 2, 0.0315), wall.right * pw, _UP * ph, m_photo, _C["picture"], None)
         room.objects.append(f"picture:{name}")
     return room
@@ -755,15 +849,17 @@ def _bedroom(room: _Room, m_metal: int) -> None:
             continue
         wall.used.append((sc - 0.22, sc + 0.22, 0.0, 0.55))
         room.floor_used.append(rect)
-        b.box(wall.at(sc, 0.275, 0.2), (0.44, 0.4, 0.55), yaw, m_ns, _C["cabinet"], 1.0, bottom=False,
-              front_mat=m_front)
+        b.box(
+            wall.at(sc, 0.275, 0.2), (0.44, 0.4, 0.55), yaw, m_ns, _C["cabinet"], 1.0, bottom=False, front_mat=m_front
+        )
         room.objects.append("nightstand")
     # rug at the foot of the bed
     if rng.random() < 0.7:
         foot = wall.at(s, 0.0, 2.05 + 0.5)
         rw, rd = bw + 0.6, 1.0
-        corners = np.array([foot + wall.right * (sx * rw / 2) + wall.normal * (sy * rd / 2)
-                            for sx in (-1, 1) for sy in (-1, 1)])
+        corners = np.array(
+            [foot + wall.right * (sx * rw / 2) + wall.normal * (sy * rd / 2) for sx in (-1, 1) for sy in (-1, 1)]
+        )
         x0, y0 = np.maximum(corners[:, :2].min(0), 0.2)
         x1, y1 = np.minimum(corners[:, :2].max(0), [room.W - 0.2, room.D - 0.2])
         if x1 - x0 > 0.5 and y1 - y0 > 0.5:
@@ -778,8 +874,15 @@ def _bedroom(room: _Room, m_metal: int) -> None:
         m_desk = room.wood(room.pick(_WOODS)) if rng.random() < 0.6 else room.paint(room.pick(_PAINTED), 0.03)
         b.box(wall.at(s, 0.74, 0.3), (dw, 0.6, 0.04), wall.yaw, m_desk, _C["table"], 1.0, rng=rng)
         for k in (-1, 1):
-            b.box(wall.at(s + k * (dw / 2 - 0.02), 0.36, 0.3), (0.04, 0.6, 0.72), wall.yaw, m_desk, _C["table"], 1.0,
-                  bottom=False)
+            b.box(
+                wall.at(s + k * (dw / 2 - 0.02), 0.36, 0.3),
+                (0.04, 0.6, 0.72),
+                wall.yaw,
+                m_desk,
+                _C["table"],
+                1.0,
+                bottom=False,
+            )
         chair_xy = wall.at(s + rng.uniform(-0.15, 0.15), 0.0, 0.85)[:2]
         m_chair = room.wood(room.pick(_WOODS)) if rng.random() < 0.6 else room.paint(room.pick(_PAINTED))
         _chair(b, chair_xy, wall.yaw + math.pi + rng.uniform(-0.3, 0.3), m_chair, room.fabric(room.pick(_FABRICS)))
@@ -806,8 +909,15 @@ def _dining(room: _Room, m_metal: int) -> None:
         b.box([cx, cy, th - 0.02], (tw, td, 0.04), 0.0, m_tw, _C["table"], 1.0, rng=rng)
         for sx in (-1, 1):
             for sy in (-1, 1):
-                b.box([cx + sx * (tw / 2 - 0.06), cy + sy * (td / 2 - 0.06), (th - 0.04) / 2],
-                      (0.05, 0.05, th - 0.04), 0.0, m_tw, _C["table"], 1.0, bottom=False)
+                b.box(
+                    [cx + sx * (tw / 2 - 0.06), cy + sy * (td / 2 - 0.06), (th - 0.04) / 2],
+                    (0.05, 0.05, th - 0.04),
+                    0.0,
+                    m_tw,
+                    _C["table"],
+                    1.0,
+                    bottom=False,
+                )
     room.table_rect = (cx - tw / 2, cy - td / 2, cx + tw / 2, cy + td / 2)
     room.objects.append("table")
     # chairs on the sides, facing the table
@@ -843,12 +953,25 @@ def _chair(b: _Builder, xy: np.ndarray, yaw: float, m_frame: int, m_seat: int) -
     b.box(c + _UP * (hs - 0.025), (s, s, 0.05), yaw, m_seat, _C["chair"], 0.5)
     for sx in (-1, 1):
         for sy in (-1, 1):
-            b.box(c + ax * sx * (s / 2 - 0.03) + ay * sy * (s / 2 - 0.03) + _UP * (hs - 0.05) / 2,
-                  (0.035, 0.035, hs - 0.05), yaw, m_frame, _C["chair"], 0.5, bottom=False)
+            b.box(
+                c + ax * sx * (s / 2 - 0.03) + ay * sy * (s / 2 - 0.03) + _UP * (hs - 0.05) / 2,
+                (0.035, 0.035, hs - 0.05),
+                yaw,
+                m_frame,
+                _C["chair"],
+                0.5,
+                bottom=False,
+            )
     back_h = 0.45
     for sx in (-1, 1):
-        b.box(c + ax * sx * (s / 2 - 0.03) - ay * (s / 2 - 0.02) + _UP * (hs + back_h / 2),
-              (0.035, 0.035, back_h), yaw, m_frame, _C["chair"], 0.5)
+        b.box(
+            c + ax * sx * (s / 2 - 0.03) - ay * (s / 2 - 0.02) + _UP * (hs + back_h / 2),
+            (0.035, 0.035, back_h),
+            yaw,
+            m_frame,
+            _C["chair"],
+            0.5,
+        )
     b.box(c - ay * (s / 2 - 0.02) + _UP * (hs + back_h - 0.1), (s, 0.03, 0.18), yaw, m_frame, _C["chair"], 0.5)
 
 
@@ -859,8 +982,9 @@ def _bookshelf(room: _Room, wall: _Wall, s: float, sw: float, sh: float) -> None
     yaw = wall.yaw
     b.box(wall.at(s, sh / 2, 0.01), (sw, 0.02, sh), yaw, m, _C["shelf"], 1.0, bottom=False)  # back panel
     for k in (-1, 1):
-        b.box(wall.at(s + k * (sw / 2 - t / 2), sh / 2, depth / 2), (t, depth, sh), yaw, m, _C["shelf"], 1.0,
-              bottom=False)
+        b.box(
+            wall.at(s + k * (sw / 2 - t / 2), sh / 2, depth / 2), (t, depth, sh), yaw, m, _C["shelf"], 1.0, bottom=False
+        )
     n_levels = int(rng.integers(3, 6))
     levels = np.linspace(0.06, sh - t / 2, n_levels + 1)
     book_mats = [room.paint(c, 0.06) for c in (rng.uniform(0.1, 0.85, (6, 3)))]
@@ -879,8 +1003,15 @@ def _bookshelf(room: _Room, wall: _Wall, s: float, sw: float, sh: float) -> None
                 continue
             bh = float(min(rng.uniform(0.15, 0.3), gap - 0.02))
             bd = float(rng.uniform(0.17, 0.25))
-            b.box(wall.at(s + x + bw / 2, z + t / 2 + bh / 2, 0.03 + bd / 2), (bw, bd, bh), yaw,
-                  int(book_mats[int(rng.integers(len(book_mats)))]), _C["shelf"], 0.3, bottom=False)
+            b.box(
+                wall.at(s + x + bw / 2, z + t / 2 + bh / 2, 0.03 + bd / 2),
+                (bw, bd, bh),
+                yaw,
+                int(book_mats[int(rng.integers(len(book_mats)))]),
+                _C["shelf"],
+                0.3,
+                bottom=False,
+            )
             x += bw + 0.002
 
 
@@ -954,8 +1085,9 @@ def _sun_term(mesh: _Mesh, tracer: _Tracer, sun: _Sun, points: np.ndarray, norma
     return out
 
 
-def _direct_light(mesh: _Mesh, tracer: _Tracer, rng: np.random.Generator, light_samples: int,
-                  chunk: int = 4096) -> np.ndarray:
+def _direct_light(
+    mesh: _Mesh, tracer: _Tracer, rng: np.random.Generator, light_samples: int, chunk: int = 4096
+) -> np.ndarray:
     """Per-vertex irradiance [Nv, 3] from the area lights, with shadows: one shared, power-stratified set of
     light samples (smooth soft shadows rather than per-vertex noise)."""
     mats = mesh.materials
@@ -979,7 +1111,7 @@ def _direct_light(mesh: _Mesh, tracer: _Tracer, rng: np.random.Generator, light_
     w = 1.0 / (light_samples * pdf_area)  # [L]
     idx_lit = np.nonzero(~is_emit_mat[mesh.vert_mat])[0]  # emitters show their own picture: no lighting needed
     for s in range(0, len(idx_lit), chunk):
-        vi = idx_lit[s:s + chunk]
+        vi = idx_lit[s : s + chunk]
         p = mesh.V[vi] + 1e-3 * mesh.N[vi]  # [C, 3]
         d = lp[None] - p[:, None]  # [C, L, 3]
         dist = np.linalg.norm(d, axis=-1)
@@ -996,8 +1128,15 @@ def _direct_light(mesh: _Mesh, tracer: _Tracer, rng: np.random.Generator, light_
     return E_direct
 
 
-def _indirect_light(mesh: _Mesh, tracer: _Tracer, rng: np.random.Generator, E_src: np.ndarray, indirect_rays: int,
-                    bounces: int, chunk: int = 4096) -> np.ndarray:
+def _indirect_light(
+    mesh: _Mesh,
+    tracer: _Tracer,
+    rng: np.random.Generator,
+    E_src: np.ndarray,
+    indirect_rays: int,
+    bounces: int,
+    chunk: int = 4096,
+) -> np.ndarray:
     """Per-vertex indirect irradiance [Nv, 3] for direct irradiance ``E_src``: cosine-weighted rays are traced
     once and gathered ``bounces`` times (E = E_src + gather(E)); lightly smoothed over the mesh."""
     nv = len(mesh.V)
@@ -1016,7 +1155,7 @@ def _indirect_light(mesh: _Mesh, tracer: _Tracer, rng: np.random.Generator, E_sr
     hits_u = np.empty((len(idx_lit), m), dtype=np.float32)
     hits_v = np.empty((len(idx_lit), m), dtype=np.float32)
     for s in range(0, len(idx_lit), chunk):
-        vi = idx_lit[s:s + chunk]
+        vi = idx_lit[s : s + chunk]
         n = mesh.N[vi]
         t1, t2 = _frame(n)
         phi = phi0[None] + rng.uniform(0, 2 * math.pi, (len(vi), 1))
@@ -1031,9 +1170,9 @@ def _indirect_light(mesh: _Mesh, tracer: _Tracer, rng: np.random.Generator, E_sr
         ok[ok] &= np.einsum("ij,ij->i", dd[ok], mesh.face_normal[prim[ok]]) < 0  # front faces only
         ok[ok] &= ~is_emit_mat[mesh.face_mat[prim[ok]]]  # lights already counted in the direct term
         prim[~ok] = -1
-        hits_prim[s:s + chunk] = prim.reshape(len(vi), m)
-        hits_u[s:s + chunk] = u.reshape(len(vi), m)
-        hits_v[s:s + chunk] = v.reshape(len(vi), m)
+        hits_prim[s : s + chunk] = prim.reshape(len(vi), m)
+        hits_u[s : s + chunk] = u.reshape(len(vi), m)
+        hits_v[s : s + chunk] = v.reshape(len(vi), m)
     hp, hu, hv = hits_prim.ravel(), hits_u.ravel(), hits_v.ravel()
     valid = hp >= 0
     rho = albedo[mesh.face_mat[hp[valid]]]  # [K, 3]
@@ -1087,8 +1226,15 @@ def _sample_texture(tex: np.ndarray, uv: np.ndarray, mirror: bool) -> np.ndarray
     return top * (1 - fy) + bot * fy
 
 
-def _shade(mesh: _Mesh, E: np.ndarray, prim: np.ndarray, u: np.ndarray, v: np.ndarray, exposure: float,
-           extra: np.ndarray | None = None) -> np.ndarray:
+def _shade(
+    mesh: _Mesh,
+    E: np.ndarray,
+    prim: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    exposure: float,
+    extra: np.ndarray | None = None,
+) -> np.ndarray:
     """Linear display radiance [N, 3] at ray hits: exposure * albedo * (E + extra) / pi, or the emitter's own
     picture. ``extra`` [N, 3] is per-hit irradiance computed per pixel (sunlight)."""
     out = np.zeros((len(prim), 3))
@@ -1115,9 +1261,18 @@ def _tonemap(x: np.ndarray) -> np.ndarray:
     return _linear_to_srgb(y)
 
 
-def _render_view(mesh: _Mesh, tracer: _Tracer, E: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int,
-                 height: int, supersample: int, exposure: float, sun: _Sun | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render_view(
+    mesh: _Mesh,
+    tracer: _Tracer,
+    E: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    width: int,
+    height: int,
+    supersample: int,
+    exposure: float,
+    sun: _Sun | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> rgb uint8 [H, W, 3], planar depth float32 [H, W] (metres), labels uint8 [H, W]."""
     ss = supersample
     offs = (np.arange(ss) + 0.5) / ss
@@ -1174,8 +1329,9 @@ def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return m
 
 
-def _camera_path(rng: np.random.Generator, room: _Room, n_views: int, width: int, height: int, hfov_deg: float,
-                 step_deg: float) -> tuple[np.ndarray, list[np.ndarray]]:
+def _camera_path(
+    rng: np.random.Generator, room: _Room, n_views: int, width: int, height: int, hfov_deg: float, step_deg: float
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """A smooth orbit inside the room (>= 0.9 m from the walls, 1.2-1.8 m high) looking at the room's middle.
     Consecutive views are ``step_deg`` apart along the orbit, so they overlap strongly."""
     fx = 0.5 * width / math.tan(math.radians(hfov_deg) / 2)
@@ -1213,10 +1369,23 @@ class RenderedScene:
     meta: dict[str, Any]  # room size, objects, timings, parameters
 
 
-def render_scene(*, seed: int, n_views: int = 24, width: int = 224, height: int = 168, hfov_deg: float = 70.0,
-                 supersample: int = 2, max_edge: float = 0.12, light_samples: int = 96, indirect_rays: int = 48,
-                 bounces: int = 2, orbit_step_deg: float = 15.0, room_kind: str | None = None,
-                 show_progress: bool = True, desc: str = "render") -> RenderedScene:
+def render_scene(
+    *,
+    seed: int,
+    n_views: int = 24,
+    width: int = 224,
+    height: int = 168,
+    hfov_deg: float = 70.0,
+    supersample: int = 2,
+    max_edge: float = 0.12,
+    light_samples: int = 96,
+    indirect_rays: int = 48,
+    bounces: int = 2,
+    orbit_step_deg: float = 15.0,
+    room_kind: str | None = None,
+    show_progress: bool = True,
+    desc: str = "render",
+) -> RenderedScene:
     """Build, light and render one room in memory; deterministic in ``seed`` and the other arguments.
 
     Smaller ``max_edge`` / more ``light_samples`` and ``indirect_rays`` give smoother lighting and a slower bake;
@@ -1248,24 +1417,50 @@ def render_scene(*, seed: int, n_views: int = 24, width: int = 224, height: int 
     labels = np.zeros((n_views, height, width), np.uint8)
     it = progress(range(n_views), desc=desc, unit="view", **({} if show_progress else {"disable": True}))
     for i in it:
-        images[i], depths[i], labels[i] = _render_view(mesh, tracer, E, K, poses[i], width, height, supersample,
-                                                       exposure, room.sun)
+        images[i], depths[i], labels[i] = _render_view(
+            mesh, tracer, E, K, poses[i], width, height, supersample, exposure, room.sun
+        )
     meta = {
-        "generator": "fit3d_helpers.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
-        "room_size_m": [room.W, room.D, room.H], "objects": room.objects, "exposure": exposure,
+        "generator": "fit3d_helpers.synthetic",
+        "version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "room_size_m": [room.W, room.D, room.H],
+        "objects": room.objects,
+        "exposure": exposure,
         "sun_direction": None if room.sun is None else room.sun.direction.tolist(),
-        "n_vertices": int(len(mesh.V)), "n_faces": int(len(mesh.F)), "tracer": tracer.kind,
-        "params": {"n_views": n_views, "width": width, "height": height, "hfov_deg": hfov_deg,
-                   "supersample": supersample, "max_edge": max_edge, "light_samples": light_samples,
-                   "indirect_rays": indirect_rays, "bounces": bounces, "orbit_step_deg": orbit_step_deg,
-                   "room_kind": room_kind},
-        "bake_seconds": round(t_bake, 3), "seconds": round(time.perf_counter() - t0, 3),
+        "n_vertices": int(len(mesh.V)),
+        "n_faces": int(len(mesh.F)),
+        "tracer": tracer.kind,
+        "params": {
+            "n_views": n_views,
+            "width": width,
+            "height": height,
+            "hfov_deg": hfov_deg,
+            "supersample": supersample,
+            "max_edge": max_edge,
+            "light_samples": light_samples,
+            "indirect_rays": indirect_rays,
+            "bounces": bounces,
+            "orbit_step_deg": orbit_step_deg,
+            "room_kind": room_kind,
+        },
+        "bake_seconds": round(t_bake, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
     }
     return RenderedScene(images, depths, labels, K, np.stack(poses), meta)
 
 
-def generate_scene(out_dir: str | Path, *, seed: int, n_views: int = 24, width: int = 224, height: int = 168,
-                   overwrite: bool = False, show_progress: bool = True, **options: Any) -> Path:
+def generate_scene(
+    out_dir: str | Path,
+    *,
+    seed: int,
+    n_views: int = 24,
+    width: int = 224,
+    height: int = 168,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    **options: Any,
+) -> Path:
     """Generate one room and write it to ``out_dir`` in the transforms.json layout; returns ``out_dir``.
 
     Written atomically: the folder appears under its name only once every file is in it. ``options`` go to
@@ -1275,8 +1470,15 @@ def generate_scene(out_dir: str | Path, *, seed: int, n_views: int = 24, width: 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass overwrite=True to replace it")
-    r = render_scene(seed=seed, n_views=n_views, width=width, height=height, show_progress=show_progress,
-                     desc=f"render {out_dir.name}", **options)
+    r = render_scene(
+        seed=seed,
+        n_views=n_views,
+        width=width,
+        height=height,
+        show_progress=show_progress,
+        desc=f"render {out_dir.name}",
+        **options,
+    )
     frames = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         for sub in ("images", "depth", "labels"):
@@ -1287,16 +1489,26 @@ def generate_scene(out_dir: str | Path, *, seed: int, n_views: int = 24, width: 
             depth_mm = np.clip(np.round(r.depths[i] * 1000.0), 0, 65535).astype(np.uint16)
             Image.fromarray(depth_mm).save(tmp / "depth" / f"{name}.png", compress_level=1)
             Image.fromarray(r.labels[i]).save(tmp / "labels" / f"{name}.png", compress_level=1)
-            frames.append({
-                "file_path": f"images/{name}.png",
-                "depth_file_path": f"depth/{name}.png",
-                "label_file_path": f"labels/{name}.png",
-                "transform_matrix": opengl_to_opencv(r.cam_to_world[i]).tolist(),  # stored in OpenGL convention
-            })
+            frames.append(
+                {
+                    "file_path": f"images/{name}.png",
+                    "depth_file_path": f"depth/{name}.png",
+                    "label_file_path": f"labels/{name}.png",
+                    "transform_matrix": opengl_to_opencv(r.cam_to_world[i]).tolist(),  # stored in OpenGL convention
+                }
+            )
         meta = {
             "camera_model": "OPENCV",
-            "fl_x": r.K[0, 0], "fl_y": r.K[1, 1], "cx": r.K[0, 2], "cy": r.K[1, 2], "w": width, "h": height,
-            "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+            "fl_x": r.K[0, 0],
+            "fl_y": r.K[1, 1],
+            "cx": r.K[0, 2],
+            "cy": r.K[1, 2],
+            "w": width,
+            "h": height,
+            "k1": 0.0,
+            "k2": 0.0,
+            "p1": 0.0,
+            "p2": 0.0,
             "depth_unit_scale_factor": 0.001,
             "classes": CLASSES,
             "frames": frames,
@@ -1327,9 +1539,19 @@ def _scene_complete(path: Path) -> bool:
     return (path / "transforms.json").is_file()
 
 
-def generate_dataset(root: str | Path = "data/synthetic", *, n_train: int = 4, n_val: int = 2, n_views: int = 24,
-                     width: int = 224, height: int = 168, seed: int = 0, workers: int = 2, force: bool = False,
-                     scene_options: Mapping[str, Any] | None = None) -> DatasetInfo:
+def generate_dataset(
+    root: str | Path = "data/synthetic",
+    *,
+    n_train: int = 4,
+    n_val: int = 2,
+    n_views: int = 24,
+    width: int = 224,
+    height: int = 168,
+    seed: int = 0,
+    workers: int = 2,
+    force: bool = False,
+    scene_options: Mapping[str, Any] | None = None,
+) -> DatasetInfo:
     """Generate (or find cached) train/val rooms under ``root/<config-hash>/``.
 
     The folder is named by the hash of every setting that changes the output, so a second call with the same
@@ -1341,8 +1563,16 @@ def generate_dataset(root: str | Path = "data/synthetic", *, n_train: int = 4, n
     """
     t0 = time.perf_counter()
     opts = dict(scene_options or {})
-    params = {"n_train": n_train, "n_val": n_val, "n_views": n_views, "width": width, "height": height,
-              "seed": seed, "scene_options": opts, "version": GENERATOR_VERSION}
+    params = {
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_views": n_views,
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "scene_options": opts,
+        "version": GENERATOR_VERSION,
+    }
     ds_dir = Path(root) / config_hash(params)
     index = ds_dir / "dataset.json"
     if force and ds_dir.exists():
@@ -1361,9 +1591,17 @@ def generate_dataset(root: str | Path = "data/synthetic", *, n_train: int = 4, n
     for split_id, split in enumerate(("train", "val")):
         for i, name in enumerate(names[split]):
             if not _scene_complete(ds_dir / name):
-                jobs.append({"out_dir": str(ds_dir / name), "seed": _scene_seed(seed, split_id, i),
-                             "n_views": n_views, "width": width, "height": height,
-                             "room_kind": ROOM_KINDS[i % len(ROOM_KINDS)], **opts})
+                jobs.append(
+                    {
+                        "out_dir": str(ds_dir / name),
+                        "seed": _scene_seed(seed, split_id, i),
+                        "n_views": n_views,
+                        "width": width,
+                        "height": height,
+                        "room_kind": ROOM_KINDS[i % len(ROOM_KINDS)],
+                        **opts,
+                    }
+                )
     bar = progress(total=len(jobs), desc="synthetic scenes", unit="scene")
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
@@ -1377,14 +1615,32 @@ def generate_dataset(root: str | Path = "data/synthetic", *, n_train: int = 4, n
                 bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
-    write_json(index, {"train": names["train"], "val": names["val"], "classes": CLASSES, "params": params,
-                       "seconds": round(seconds, 3)})
-    return DatasetInfo(ds_dir, [ds_dir / n for n in names["train"]], [ds_dir / n for n in names["val"]],
-                       list(CLASSES), seconds, params, False)
+    write_json(
+        index,
+        {
+            "train": names["train"],
+            "val": names["val"],
+            "classes": CLASSES,
+            "params": params,
+            "seconds": round(seconds, 3),
+        },
+    )
+    return DatasetInfo(
+        ds_dir,
+        [ds_dir / n for n in names["train"]],
+        [ds_dir / n for n in names["val"]],
+        list(CLASSES),
+        seconds,
+        params,
+        False,
+    )
 
 
 if __name__ == "__main__":  # python -m fit3d_helpers.synthetic [root]
-    info = generate_dataset(sys.argv[1] if len(sys.argv) > 1 else "data/synthetic",
-                            workers=int(os.environ.get("FIT3D_WORKERS", "2")))
-    print(f"{info.root}: {len(info.train)} train / {len(info.val)} val scenes in {info.seconds:.1f} s"
-          f"{' (cached)' if info.cached else ''}")
+    info = generate_dataset(
+        sys.argv[1] if len(sys.argv) > 1 else "data/synthetic", workers=int(os.environ.get("FIT3D_WORKERS", "2"))
+    )
+    print(
+        f"{info.root}: {len(info.train)} train / {len(info.val)} val scenes in {info.seconds:.1f} s"
+        f"{' (cached)' if info.cached else ''}"
+    )

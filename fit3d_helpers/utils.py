@@ -1,9 +1,7 @@
-"""Small shared plumbing: seeding, device choice, config hashing and atomic artifacts.
+"""Small shared plumbing: seeding, RNG states, device choice, config hashing and atomic file writes.
 
-Every stage of the course hands its results to the next one through a folder
-``artifacts/<stage>/<config-hash>/`` holding ``config.json``, ``stats.json`` and tensors. The folder is
-written under a temporary name and renamed at the end, so an interrupted run never leaves a folder that a
-later stage would take for complete.
+Stage artifacts are written through :mod:`fit3d_helpers.cache`; ``atomic_dir`` here serves the synthetic data
+generator, whose scene folders must look like a real dataset's.
 """
 
 from __future__ import annotations
@@ -28,7 +26,8 @@ DEFAULT_ARTIFACTS = Path(os.environ.get("FIT3D_ARTIFACTS", "artifacts"))
 
 RANDOM_WEIGHTS_BANNER = (
     "RANDOM WEIGHTS: the backbone was randomly initialised because pretrained weights could not be loaded "
-    "(offline). Every number below is a pipeline check, NOT a reproduction of the paper."
+    "(offline). Every number below is a pipeline check, NOT a reproduction of the paper. Real weights: run once with "
+    "internet (they are cached) or open the notebooks in Colab."
 )
 
 
@@ -38,6 +37,22 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU, CUDA) and Python RNG states, for a checkpoint that resumes exactly (loads with weights_only)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -110,18 +125,6 @@ def save_torch(path: str | Path, obj: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def artifact_dir(stage: str, config: Mapping[str, Any], root: str | Path | None = None) -> Path:
-    """Where the artifact of ``stage`` made by ``config`` lives (it may not exist yet)."""
-    root = Path(root) if root is not None else DEFAULT_ARTIFACTS
-    return root / stage / config_hash(config)
-
-
-def artifact_complete(path: str | Path) -> bool:
-    """An artifact is complete when its folder holds both ``config.json`` and ``stats.json``."""
-    path = Path(path)
-    return (path / "config.json").is_file() and (path / "stats.json").is_file()
 
 
 @contextlib.contextmanager

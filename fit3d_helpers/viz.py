@@ -30,7 +30,9 @@ def colorize_labels(labels: np.ndarray, n_classes: int, ignore_index: int = 255)
     return pal[idx]
 
 
-def view_grid(views: Sequence, classes: Sequence[str] | None, max_views: int = 4, max_depth: float | None = None) -> plt.Figure:
+def view_grid(
+    views: Sequence, classes: Sequence[str] | None, max_views: int = 4, max_depth: float | None = None
+) -> plt.Figure:
     """RGB / depth / class overlay for a few views of a scene (views: data.View)."""
     views = list(views)[:max_views]
     fig, axes = plt.subplots(3, len(views), figsize=(3.2 * len(views), 7.2), squeeze=False)
@@ -38,7 +40,12 @@ def view_grid(views: Sequence, classes: Sequence[str] | None, max_views: int = 4
         axes[0, j].imshow(v.image)
         axes[0, j].set_title(v.name, fontsize=9)
         if v.depth is not None:
-            im = axes[1, j].imshow(np.where(v.depth > 0, v.depth, np.nan), cmap="turbo", vmin=0, vmax=max_depth or float(np.nanmax(v.depth)))
+            im = axes[1, j].imshow(
+                np.where(v.depth > 0, v.depth, np.nan),
+                cmap="turbo",
+                vmin=0,
+                vmax=max_depth or float(np.nanmax(v.depth)),
+            )
             fig.colorbar(im, ax=axes[1, j], fraction=0.046, label="m")
         if v.labels is not None and classes is not None:
             axes[2, j].imshow(0.45 * v.image + 0.55 * colorize_labels(v.labels, len(classes)))
@@ -71,7 +78,16 @@ def class_legend(classes: Sequence[str]) -> plt.Figure:
 
 def pca_basis(*feature_maps: Tensor, k: int = 3) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One PCA basis fitted on all given maps [.., D, h, w] together: (mean [D], components [D, k], lo [k], hi [k])."""
-    flat = torch.cat([f.detach().float().reshape(-1, f.shape[-3], f.shape[-2] * f.shape[-1]).transpose(1, 2).reshape(-1, f.shape[-3]) for f in feature_maps])
+    flat = torch.cat(
+        [
+            f.detach()
+            .float()
+            .reshape(-1, f.shape[-3], f.shape[-2] * f.shape[-1])
+            .transpose(1, 2)
+            .reshape(-1, f.shape[-3])
+            for f in feature_maps
+        ]
+    )
     mean = flat.mean(0)
     _, _, v = torch.pca_lowrank(flat - mean, q=k, center=False, niter=4)
     proj = (flat - mean) @ v
@@ -87,18 +103,23 @@ def pca_rgb(features: Tensor, basis: tuple[Tensor, Tensor, Tensor, Tensor]) -> n
     return ((proj - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1).reshape(h, w, 3).numpy()
 
 
-def pca_figure(rows: dict[str, Sequence[Tensor]], images: Sequence[np.ndarray] | None = None, title: str = "") -> plt.Figure:
-    """Rows of feature maps (e.g. {"original": [...], "fine-tuned": [...]}) as PCA images with ONE shared basis."""
+def pca_figure(
+    rows: dict[str, Sequence[Tensor]],
+    images: Sequence[np.ndarray] | dict[str, Sequence[np.ndarray]] | None = None,
+    title: str = "",
+) -> plt.Figure:
+    """Rows of feature maps (e.g. {"original": [...], "fine-tuned": [...]}) as PCA images with ONE shared basis,
+    under rows of images (a list: one row called "image"; a dict: one row per entry, e.g. photo and render)."""
     basis = pca_basis(*[f for fs in rows.values() for f in fs])
+    image_rows = {} if images is None else (dict(images) if isinstance(images, dict) else {"image": images})
     ncols = len(next(iter(rows.values())))
-    nrows = len(rows) + (images is not None)
+    nrows = len(rows) + len(image_rows)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.3 * nrows), squeeze=False)
-    r0 = 0
-    if images is not None:
-        for j, im in enumerate(images):
-            axes[0, j].imshow(im)
-        axes[0, 0].set_ylabel("image")
-        r0 = 1
+    for r, (name, ims) in enumerate(image_rows.items()):
+        for j, im in enumerate(ims):
+            axes[r, j].imshow(np.clip(im, 0, 1))
+        axes[r, 0].set_ylabel(name)
+    r0 = len(image_rows)
     for i, (name, fs) in enumerate(rows.items()):
         for j, f in enumerate(fs):
             axes[r0 + i, j].imshow(pca_rgb(f, basis), interpolation="nearest")
@@ -125,41 +146,73 @@ def kmeans(features: Tensor, k: int = 6, iters: int = 20, seed: int = 0) -> Tens
     return labels
 
 
-def kmeans_figure(rows: dict[str, Sequence[Tensor]], k: int = 6, seed: int = 0) -> plt.Figure:
-    """k-means clusters of each row's maps [D, h, w] (clusters fitted per row over all its maps)."""
+def kmeans_figure(
+    rows: dict[str, Sequence[Tensor]], k: int = 20, seed: int = 0, images: Sequence[np.ndarray] | None = None
+) -> plt.Figure:
+    """k-means clusters of feature maps [D, h, w] with ONE clustering shared by all rows (cosine k-means fitted on the
+    tokens of every row together), so a colour means the same cluster in "original" and "fine-tuned". The official
+    demo (k = 20) clusters each model separately, where colours cannot be compared across rows."""
     ncols = len(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.8 * ncols, 2.3 * len(rows)), squeeze=False)
+    nrows = len(rows) + (images is not None)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.3 * nrows), squeeze=False)
     pal = class_colors(k)
+    maps = [f for fs in rows.values() for f in fs]
+    labels = kmeans(torch.cat([f.reshape(f.shape[0], -1).T for f in maps]), k, seed=seed)
+    r0 = 0
+    if images is not None:
+        for j, im in enumerate(images):
+            axes[0, j].imshow(im)
+        axes[0, 0].set_ylabel("image")
+        r0 = 1
+    off = 0
     for i, (name, fs) in enumerate(rows.items()):
-        flat = torch.cat([f.reshape(f.shape[0], -1).T for f in fs])
-        labels = kmeans(flat, k, seed=seed)
-        off = 0
         for j, f in enumerate(fs):
             n = f.shape[1] * f.shape[2]
-            axes[i, j].imshow(pal[labels[off : off + n].reshape(f.shape[1], f.shape[2]).numpy()], interpolation="nearest")
+            axes[r0 + i, j].imshow(
+                pal[labels[off : off + n].reshape(f.shape[1], f.shape[2]).numpy()], interpolation="nearest"
+            )
             off += n
-        axes[i, 0].set_ylabel(name)
+        axes[r0 + i, 0].set_ylabel(name)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"k-means (k={k}) of the features")
+    fig.suptitle(f"k-means, k = {k}, one clustering shared by all rows")
     fig.tight_layout()
     return fig
 
 
-def loss_figure(curves: dict[str, Sequence[float]], title: str = "loss", smooth: int = 10, logy: bool = True) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+def loss_figure(
+    curves: dict[str, Sequence[float]],
+    title: str = "loss",
+    smooth: int = 10,
+    logy: bool = True,
+    counts: Sequence[int] | None = None,
+) -> plt.Figure:
+    """Loss curves (raw, faint, and a moving average), optionally the number of Gaussians on a second axis."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
     for name, ys in curves.items():
         ys = np.asarray(ys, dtype=float)
         ax.plot(ys, alpha=0.3)
         if len(ys) > smooth:
-            ax.plot(np.arange(smooth - 1, len(ys)), np.convolve(ys, np.ones(smooth) / smooth, mode="valid"), label=name, color=ax.lines[-1].get_color())
+            ax.plot(
+                np.arange(smooth - 1, len(ys)),
+                np.convolve(ys, np.ones(smooth) / smooth, mode="valid"),
+                label=name,
+                color=ax.lines[-1].get_color(),
+            )
         else:
             ax.lines[-1].set_label(name)
     ax.set_xlabel("step")
     if logy:
         ax.set_yscale("log")
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if counts is not None:
+        ax2 = ax.twinx()
+        ax2.plot(np.asarray(counts), color="0.3", lw=1.5, ls="--", label="number of Gaussians")
+        ax2.set_ylabel("Gaussians")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="upper right", fontsize=9)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -180,7 +233,13 @@ def frustum_lines(cam_to_world: np.ndarray, K: np.ndarray, width: int, height: i
     return np.concatenate([pts[order], np.full((1, 3), np.nan)])
 
 
-def scene_figure(views: Sequence, points: np.ndarray | None = None, colors: np.ndarray | None = None, max_points: int = 20_000, title: str = "") -> "plotly.graph_objects.Figure":  # noqa: F821
+def scene_figure(
+    views: Sequence,
+    points: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    max_points: int = 20_000,
+    title: str = "",
+) -> plotly.graph_objects.Figure:  # noqa: F821
     """Interactive 3D view: camera frustums + a point cloud coloured by RGB."""
     import plotly.graph_objects as go
 
@@ -189,15 +248,39 @@ def scene_figure(views: Sequence, points: np.ndarray | None = None, colors: np.n
         if len(points) > max_points:
             idx = np.random.default_rng(0).choice(len(points), max_points, replace=False)
             points, colors = points[idx], None if colors is None else colors[idx]
-        col = None if colors is None else [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in np.clip(colors, 0, 1)]
-        fig.add_trace(go.Scatter3d(x=points[:, 0], y=points[:, 1], z=points[:, 2], mode="markers", marker=dict(size=1.5, color=col), name="points"))
+        col = (
+            None
+            if colors is None
+            else [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in np.clip(colors, 0, 1)]
+        )
+        fig.add_trace(
+            go.Scatter3d(
+                x=points[:, 0],
+                y=points[:, 1],
+                z=points[:, 2],
+                mode="markers",
+                marker=dict(size=1.5, color=col),
+                name="points",
+            )
+        )
     lines = np.concatenate([frustum_lines(v.cam_to_world, v.K, v.width, v.height) for v in views])
-    fig.add_trace(go.Scatter3d(x=lines[:, 0], y=lines[:, 1], z=lines[:, 2], mode="lines", line=dict(color="crimson", width=3), name="cameras"))
+    fig.add_trace(
+        go.Scatter3d(
+            x=lines[:, 0],
+            y=lines[:, 1],
+            z=lines[:, 2],
+            mode="lines",
+            line=dict(color="crimson", width=3),
+            name="cameras",
+        )
+    )
     fig.update_layout(title=title, scene=dict(aspectmode="data"), height=550, margin=dict(l=0, r=0, t=40, b=0))
     return fig
 
 
-def gaussians_figure(means: Tensor, features: Tensor, opacities: Tensor | None = None, max_points: int = 15_000, title: str = "") -> "plotly.graph_objects.Figure":  # noqa: F821
+def gaussians_figure(
+    means: Tensor, features: Tensor, opacities: Tensor | None = None, max_points: int = 15_000, title: str = ""
+) -> plotly.graph_objects.Figure:  # noqa: F821
     """Gaussian centres coloured by a 3-component PCA of their features."""
     import plotly.graph_objects as go
 
@@ -210,8 +293,17 @@ def gaussians_figure(means: Tensor, features: Tensor, opacities: Tensor | None =
     basis = pca_basis(f.T[:, :, None])
     rgb = pca_rgb(f.T[:, :, None], basis)[:, 0]
     col = [f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})" for r, g, b in rgb]
-    fig = go.Figure(go.Scatter3d(x=m[:, 0], y=m[:, 1], z=m[:, 2], mode="markers", marker=dict(size=1.6, color=col), name="Gaussians"))
-    fig.update_layout(title=title or "Gaussian centres coloured by feature PCA", scene=dict(aspectmode="data"), height=550, margin=dict(l=0, r=0, t=40, b=0))
+    fig = go.Figure(
+        go.Scatter3d(
+            x=m[:, 0], y=m[:, 1], z=m[:, 2], mode="markers", marker=dict(size=1.6, color=col), name="Gaussians"
+        )
+    )
+    fig.update_layout(
+        title=title or "Gaussian centres coloured by feature PCA",
+        scene=dict(aspectmode="data"),
+        height=550,
+        margin=dict(l=0, r=0, t=40, b=0),
+    )
     return fig
 
 
@@ -220,28 +312,69 @@ def gaussians_figure(means: Tensor, features: Tensor, opacities: Tensor | None =
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def setup_notebook() -> None:
-    """Run once at the top of each notebook: plotly figures that survive HTML export offline, repo root as cwd."""
+_STARTED: float | None = None  # when setup_notebook ran: notebook_time() reports the time since
+
+
+def notebook_time() -> None:
+    """Print how long this notebook has run (measured now, on this machine): each notebook ends with it."""
+    import time
+
+    if _STARTED is not None:
+        s = time.time() - _STARTED
+        print(f"this notebook ran in {s:.0f} s on this machine" + (f" ({s / 60:.1f} min)" if s >= 120 else ""))
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    import sys
+
+    return "google.colab" in sys.modules
+
+
+def setup_notebook(artifacts_dir: str = "artifacts", drive_folder: str | None = None) -> str:
+    """Run once at the top of each notebook; returns the artifacts folder to use.
+
+    * plotly: Colab's own renderer in Colab, else ``"notebook"`` (plotly.js inlined in the output, so the exported HTML
+      of a batch run renders offline);
+    * working directory: the repository root when started in ``notebooks/`` (paths are relative to the root);
+    * ``drive_folder`` (Colab): mounts Google Drive and keeps the artifacts in ``MyDrive/<drive_folder>/artifacts``, so
+      a notebook opened later from its badge (a fresh runtime) finds what earlier notebooks made (keys are portable).
+    """
     import os
+    import time
     from pathlib import Path
 
     import plotly.io as pio
 
-    pio.renderers.default = "notebook"  # plotly.js inlined in the output: the exported HTML renders offline
+    global _STARTED
+    _STARTED = time.time()
+    pio.renderers.default = "colab" if in_colab() and os.environ.get("FIT3D_BATCH") != "1" else "notebook"
     here = Path.cwd()
     if here.name == "notebooks" and (here.parent / "pyproject.toml").is_file():
         os.chdir(here.parent)  # paths in the course are relative to the repo root (papermill runs there too)
+    if drive_folder:
+        if not in_colab():
+            print(f"drive_folder={drive_folder!r} is for Colab; outside it the artifacts stay in {artifacts_dir!r}")
+            return artifacts_dir
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount("/content/drive")
+        artifacts_dir = f"/content/drive/MyDrive/{drive_folder}/artifacts"
+        Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
+        print(f"artifacts on Google Drive: {artifacts_dir}")
+    return artifacts_dir
 
 
 def weights_banner(weights: str) -> None:
     """A loud red banner (HTML in Jupyter, plain text in logs) when the backbone's weights are random."""
     from IPython.display import HTML, display
 
+    from .report import banner_html
     from .utils import RANDOM_WEIGHTS_BANNER
 
     if weights == "random":
         print(RANDOM_WEIGHTS_BANNER)
-        display(HTML(f'<div style="background:#b00020;color:white;padding:10px;font-weight:bold;border-radius:4px">{RANDOM_WEIGHTS_BANNER}</div>'))
+        display(HTML(banner_html(RANDOM_WEIGHTS_BANNER)))  # the report's banner, one implementation
     else:
         print(f"backbone weights: {weights}")
 
@@ -260,67 +393,75 @@ def table(rows: list[dict] | dict, title: str | None = None) -> None:
     display(df.style.format(precision=4) if hasattr(df, "style") else df)
 
 
-def probe_examples(probe_path: str, classes: list[str], max_depth: float = 10.0, max_images: int = 3) -> plt.Figure:
-    """Rows: image, seg ground truth and each variant's prediction, depth ground truth and each variant's prediction."""
-    from pathlib import Path
-
-    ex = torch.load(Path(probe_path) / "examples.pt", map_location="cpu", weights_only=True)
-    seg = {k.split("/", 1)[1]: v for k, v in ex["examples"].items() if k.startswith("seg/")}
-    dep = {k.split("/", 1)[1]: v for k, v in ex["examples"].items() if k.startswith("depth/")}
-    n = min(max_images, len(ex["images"]))
-    rows = [("image", None)] + [("seg: ground truth", None)] + [(f"seg: {k}", k) for k in seg] + [("depth: ground truth", None)] + [(f"depth: {k}", k) for k in dep]
-    fig, axes = plt.subplots(len(rows), n, figsize=(2.6 * n, 1.9 * len(rows)), squeeze=False)
-    for j in range(n):
-        for i, (name, key) in enumerate(rows):
-            ax = axes[i, j]
-            if name == "image":
-                ax.imshow(ex["images"][j].numpy())
-            elif name == "seg: ground truth":
-                ax.imshow(colorize_labels(ex["labels"][j].numpy(), len(classes)))
-            elif name.startswith("seg"):
-                ax.imshow(colorize_labels(seg[key]["pred"][j].numpy(), len(classes)))
-            elif name == "depth: ground truth":
-                ax.imshow(ex["depth"][j].numpy(), cmap="turbo", vmin=0, vmax=max_depth / 2)
-            else:
-                ax.imshow(dep[key]["pred"][j].numpy(), cmap="turbo", vmin=0, vmax=max_depth / 2)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def assembly_tables(probe_stats: dict) -> None:
-    """The assembly ablation (concat / add / linear) and fine-tuned-only vs concatenated, from one probe run's stats."""
+    """The assembly ablation (concat / add / linear, and the duplicated-features control dup = original ⊕ original) and
+    fine-tuned-only vs concatenated, from one probe run's stats; segmentation in %, as the paper."""
     res = probe_stats["results"]
-    rows = {v: {"seg mIoU": res["seg"][v]["miou"], "seg mAcc": res["seg"][v]["macc"], "depth RMSE": res["depth"][v]["rmse"],
-                "depth δ<1.25": res["depth"][v]["delta1"]} for v in res["seg"] if v in res.get("depth", {})}
-    table({k: rows[k] for k in ("concat", "add", "linear") if k in rows}, "assembly of original and fine-tuned features:")
+    rows = {
+        v: {
+            "seg mIoU (%)": 100 * res["seg"][v]["miou"],
+            "seg mAcc (%)": 100 * res["seg"][v]["macc"],
+            "depth RMSE (m)": res["depth"][v]["rmse"],
+            "depth δ<1.25": res["depth"][v]["delta1"],
+        }
+        for v in res["seg"]
+        if v in res.get("depth", {})
+    }
+    table(
+        {k: rows[k] for k in ("original", "dup", "concat", "add", "linear") if k in rows},
+        "assembly of original and fine-tuned features (dup: the original twice, the width control):",
+    )
     aware = probe_stats.get("awareness", {})
-    both = {k: {**rows.get(k, {}), **{f"3D {m}": x for m, x in aware.get(k, {}).items() if m.startswith(("recall", "cos_true"))}}
-            for k in ("original", "finetuned", "concat") if k in rows}
+    both = {
+        k: {
+            **rows.get(k, {}),
+            **{f"3D {m}": x for m, x in aware.get(k, {}).items() if m.startswith(("recall", "cos_true"))},
+        }
+        for k in ("original", "finetuned", "concat")
+        if k in rows
+    }
     table(both, "fine-tuned only vs concatenated (with the original for reference):")
 
 
-def ablation_figure(rows: dict[str, list[dict]]) -> "plotly.graph_objects.Figure":  # noqa: F821
+def ablation_figure(rows: dict[str, list[dict]]) -> plotly.graph_objects.Figure:  # noqa: F821
     """One panel per ablation: seg mIoU and depth RMSE of the concatenated features against the setting."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     names = list(rows)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, specs=[[{"secondary_y": True}] * len(names)])
     for j, name in enumerate(names, start=1):
         xs = [str(r["value"]) for r in rows[name]]
-        fig.add_trace(go.Bar(x=xs, y=[r["seg_miou_concat"] for r in rows[name]], name="seg mIoU (concat)", marker_color="#3b6fd8",
-                             showlegend=j == 1), row=1, col=j, secondary_y=False)
-        fig.add_trace(go.Scatter(x=xs, y=[r["depth_rmse_concat"] for r in rows[name]], name="depth RMSE (concat)", mode="lines+markers",
-                                 marker_color="#d8553b", showlegend=j == 1), row=1, col=j, secondary_y=True)
+        fig.add_trace(
+            go.Bar(
+                x=xs,
+                y=[r["seg_miou_concat"] for r in rows[name]],
+                name="seg mIoU (concat)",
+                marker_color="#3b6fd8",
+                showlegend=j == 1,
+            ),
+            row=1,
+            col=j,
+            secondary_y=False,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[r["depth_rmse_concat"] for r in rows[name]],
+                name="depth RMSE (concat)",
+                mode="lines+markers",
+                marker_color="#d8553b",
+                showlegend=j == 1,
+            ),
+            row=1,
+            col=j,
+            secondary_y=True,
+        )
     fig.update_layout(height=380, margin=dict(l=30, r=30, t=60, b=30), legend=dict(orientation="h", y=-0.15))
     return fig
 
 
-def interactive(show: "Callable[..., None]", **sliders: tuple[int, int, int]) -> None:  # noqa: F821
+def interactive(show: Callable[..., None], **sliders: tuple[int, int, int]) -> None:  # noqa: F821
     """``ipywidgets.interact`` with integer sliders ``name=(start, min, max)``; in batch runs (papermill under
     ``python -m fit3d_helpers run``, FIT3D_BATCH=1) it draws the start values once instead, since a widget has
     no one to move it there and exported HTML keeps widgets as text only."""
@@ -332,4 +473,10 @@ def interactive(show: "Callable[..., None]", **sliders: tuple[int, int, int]) ->
         return
     import ipywidgets as widgets
 
-    widgets.interact(show, **{name: widgets.IntSlider(value=v, min=lo, max=hi, step=1, description=name) for name, (v, lo, hi) in sliders.items()})
+    widgets.interact(
+        show,
+        **{
+            name: widgets.IntSlider(value=v, min=lo, max=hi, step=1, description=name)
+            for name, (v, lo, hi) in sliders.items()
+        },
+    )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite: unit tests, every notebook at its smoke defaults, the report in Chromium.
+# Set up, lint, then run the whole test suite: unit tests, every notebook at its smoke defaults, the report in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -7,6 +7,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   echo "[test] installing Debian chromium for the report's browser check"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "[test] chromium could not be installed: the browser test will be skipped"
 fi
+echo "[test] ruff (package, tests, notebook sources)"
+.venv/bin/ruff check . && .venv/bin/ruff format --check . >/dev/null
 # spin-waiting OpenMP threads are slow on a shared 2-core machine (measured: 2 threads 4-10x slower under load)
 export FIT3D_NO_PROGRESS=1 PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

@@ -32,8 +32,15 @@ def vit_small():
 def tiny_lift_cfg():
     from fit3d_helpers.lift import LiftConfig
 
-    return LiftConfig(iterations=24, max_init_points=1500, densify_from=8, densify_until=20, densify_every=6, checkpoint_every=8,
-                      holdout_every=3)
+    return LiftConfig(
+        iterations=24,
+        max_init_points=1500,
+        densify_from=8,
+        densify_until=20,
+        densify_every=6,
+        checkpoint_every=8,
+        holdout_every=3,
+    )
 
 
 @pytest.fixture(scope="session")

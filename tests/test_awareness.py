@@ -36,8 +36,9 @@ def _c2w(yaw_deg: float, tx: float) -> torch.Tensor:
 
 def _plane_depth(K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
     """Analytic planar depth of the plane z = PLANE_Z at every pixel centre (c + 0.5, r + 0.5)."""
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij"
+    )
     rays = torch.stack([xs, ys, torch.ones_like(xs)], -1) @ torch.linalg.inv(K).T  # camera dirs, z = 1
     dirs_w = rays @ c2w[:3, :3].T
     return (PLANE_Z - c2w[2, 3]) / dirs_w[..., 2]  # planar depth = ray parameter for z-unit camera rays
@@ -164,8 +165,7 @@ def test_awareness_table_and_pairs():
     assert {(a, b) for a, b, _ in pairs} == {(0, 1), (1, 0)}
     assert all(0.3 <= ov <= 0.95 for _, _, ov in pairs)
 
-    table = awareness_table(views, pairs, {"geo": geo, "random": rnd, "fn": lambda i: geo[i]},
-                            px_thresholds=(16, 32))
+    table = awareness_table(views, pairs, {"geo": geo, "random": rnd, "fn": lambda i: geo[i]}, px_thresholds=(16, 32))
     assert set(table) == {"geo", "random", "fn"}
     assert table["geo"]["n_pairs"] == 2 and table["geo"]["recall@16px"] == 1.0
     assert table["fn"] == table["geo"]

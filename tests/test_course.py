@@ -24,7 +24,9 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     out = tmp_path_factory.mktemp("course")
     # a per-cell timeout turns a hang into a failure with the cell named (the longest smoke cell takes ~8 min)
-    record = run_notebooks(ROOT / "notebooks", "smoke", report_dir=out / "report", artifacts_dir=out / "artifacts", timeout=1500)
+    record = run_notebooks(
+        ROOT / "notebooks", "smoke", report_dir=out / "report", artifacts_dir=out / "artifacts", timeout=1500
+    )
     return {"record": record, "report": out / "report", "artifacts": out / "artifacts"}
 
 
@@ -34,7 +36,16 @@ def test_every_notebook_runs_at_smoke_defaults(course: dict) -> None:
     failed = {n["name"]: n.get("error") for n in record["notebooks"] if n["status"] != "ok"}
     assert record["ok"] and not failed, failed
     names = sorted(p.name for p in course["report"].glob("*.html"))
-    assert names == ["01_data.html", "02_lift_to_gaussians.html", "03_finetune.html", "04_probe.html", "05_ablations.html", "index.html"]
+    assert names == [
+        "01_data.html",
+        "02_lift_to_gaussians.html",
+        "03_finetune.html",
+        "04_probe.html",
+        "05_ablations.html",
+        "06_your_photo.html",
+        "artifacts.html",
+        "index.html",
+    ]
     print("\nwall seconds per notebook:", {n["name"]: round(n["wall_s"], 1) for n in record["notebooks"]})
 
 
@@ -54,7 +65,9 @@ def test_report_is_offline_and_flags_random_weights(course: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(), reason="Chromium not installed")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(), reason="Chromium not installed"
+)
 def test_report_renders_in_chromium(course: dict) -> None:
     spec = importlib.util.spec_from_file_location("check_report_browser", ROOT / "scripts" / "check_report_browser.py")
     mod = importlib.util.module_from_spec(spec)

@@ -44,10 +44,6 @@ def test_single_process_is_noop(monkeypatch):
     assert (info.rank, info.world_size, info.is_main, info.initialized, info.distributed) == (0, 1, True, False, False)
     model = torch.nn.Linear(2, 2)
     assert D.wrap_ddp(model, info) is model.to(info.device)
-    assert D.make_sampler(list(range(4)), info) is None
-    t = torch.ones(2)
-    assert D.all_reduce_mean(t) is t
-    D.barrier(info)
     D.cleanup()
 
 
@@ -96,10 +92,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         ddp = D.wrap_ddp(model, info)
         assert ddp is not model  # wrapped
         _train(ddp, x[idx], y[idx])
-        mean_loss = D.all_reduce_mean(torch.tensor(float(rank)))
-        D.barrier(info)
         torch.save(
-            {"state": {k: v.clone() for k, v in D.unwrap(ddp).state_dict().items()}, "mean": mean_loss},
+            {"state": {k: v.clone() for k, v in ddp.module.state_dict().items()}},
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
     finally:
@@ -145,6 +139,5 @@ def test_ddp_gloo_two_processes_matches_full_batch(tmp_path):
     for o in outs:
         for k, v in ref.state_dict().items():
             torch.testing.assert_close(o["state"][k], v, rtol=1e-5, atol=1e-6)
-        assert o["mean"].item() == pytest.approx(0.5)  # mean of ranks 0 and 1
     # and training actually moved the weights
     assert not torch.allclose(ref.weight, init["weight"])

@@ -21,12 +21,16 @@ def test_sh_dc_roundtrip_and_degree1() -> None:
 def test_knn_matches_brute_force() -> None:
     pts = torch.randn(300, 3)
     d = torch.cdist(pts, pts) + torch.eye(300) * 1e9
-    ref = d.topk(3, largest=False).values.mean(-1)
-    assert torch.allclose(G.knn_mean_distance(pts, chunk=64), ref, atol=1e-5)
+    ref = d.topk(3, largest=False).values.square().mean(-1)
+    assert torch.allclose(G.knn_mean_sq_distance(pts, chunk=64), ref, atol=1e-5)
 
 
-def test_init_shapes() -> None:
-    p = G.init_gaussians(torch.randn(50, 3), torch.rand(50, 3), feature_dim=16, sh_degree=2)
-    assert p["means"].shape == (50, 3) and p["features"].shape == (50, 16) and p["shN"].shape == (50, 8, 3)
+def test_init_as_the_official_code() -> None:
+    """Scales sqrt(mean squared 3-NN distance) (not the mean distance), opacity 0.1, features zero."""
+    pts = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 3], [10, 10, 10]])
+    p = G.init_gaussians(pts, torch.rand(5, 3), feature_dim=16, sh_degree=2)
+    assert p["means"].shape == (5, 3) and p["features"].shape == (5, 16) and p["shN"].shape == (5, 8, 3)
+    assert torch.equal(p["features"], torch.zeros(5, 16))
     a = G.activated(p)
-    assert torch.allclose(a["opacities"], torch.full((50,), 0.1), atol=1e-6)
+    assert torch.allclose(a["scales"][0], torch.full((3,), ((1 + 4 + 9) / 3) ** 0.5))  # not (1 + 2 + 3) / 3 = 2
+    assert torch.allclose(a["opacities"], torch.full((5,), 0.1), atol=1e-6)

@@ -32,7 +32,10 @@ def _scene(N: int, seed: int):
     c, s = torch.cos(torch.tensor(0.3, dtype=torch.float64)), torch.sin(torch.tensor(0.3, dtype=torch.float64))
     viewmats[1, :3, :3] = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
     viewmats[1, :3, 3] = torch.tensor([0.4, -0.2, 0.3], dtype=torch.float64)
-    Ks = torch.tensor([[[35.0, 0, 19.7], [0, 33.0, 15.2], [0, 0, 1]], [[28.0, 0, 20.0], [0, 28.0, 15.0], [0, 0, 1]]], dtype=torch.float64)
+    Ks = torch.tensor(
+        [[[35.0, 0, 19.7], [0, 33.0, 15.2], [0, 0, 1]], [[28.0, 0, 20.0], [0, 28.0, 15.0], [0, 0, 1]]],
+        dtype=torch.float64,
+    )
     return means, quats, scales, viewmats, Ks
 
 
@@ -40,12 +43,16 @@ def _scene(N: int, seed: int):
 def test_projection_matches_gsplat_reference(seed: int) -> None:
     means, quats, scales, viewmats, Ks = _scene(400, seed)
     covars, _ = ref._quat_scale_to_covar_preci(quats, scales, compute_preci=False)  # [N, 3, 3]
-    radii_ref, means2d_ref, depths_ref, conics_ref, _ = ref._fully_fused_projection(means, covars, viewmats, Ks, W, H, eps2d=0.3)
+    radii_ref, means2d_ref, depths_ref, conics_ref, _ = ref._fully_fused_projection(
+        means, covars, viewmats, Ks, W, H, eps2d=0.3
+    )
     # opacity 1: our opacity-aware footprint is then min(3.33, sqrt(2 ln 255) = 3.329) sigma, gsplat's reference 3.33
     ours = project_gaussians(means, quats, scales, torch.ones(400, dtype=torch.float64), viewmats, Ks, W, H, eps2d=0.3)
     visible = (radii_ref > 0).all(-1) & ours["valid"]  # [C, N]
     assert visible.sum() > 300, "the test scene should be mostly visible"
-    assert (ours["valid"] != (radii_ref > 0).any(-1)).float().mean() < 0.01  # the same Gaussians culled (edge cases aside)
+    assert (
+        ours["valid"] != (radii_ref > 0).any(-1)
+    ).float().mean() < 0.01  # the same Gaussians culled (edge cases aside)
     torch.testing.assert_close(ours["depths"], depths_ref)
     torch.testing.assert_close(ours["means2d"][visible], means2d_ref[visible])
     torch.testing.assert_close(ours["conics"][visible], conics_ref[visible])

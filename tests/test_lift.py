@@ -10,18 +10,36 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fit3d_helpers import cache
 from fit3d_helpers import lift as L
 from fit3d_helpers.data import load_scene
 from fit3d_helpers.gaussians import PARAM_NAMES
 
 
-def test_lift_writes_a_complete_artifact_found_by_hash(lifted, tiny_dataset, vit_small, tiny_lift_cfg, artifacts) -> None:
+def _key_dir(scene, bb, cfg, root):
+    return cache.key_dir(root, "lift", L.lift_key(scene, bb, cfg))
+
+
+def test_lift_writes_a_complete_artifact_found_by_hash(
+    lifted, tiny_dataset, vit_small, tiny_lift_cfg, artifacts
+) -> None:
     res = lifted[0]
-    assert res.path == L.lift_dir(tiny_dataset.train[0], vit_small, tiny_lift_cfg, artifacts)
+    assert res.artifact.key_dir == _key_dir(tiny_dataset.train[0], vit_small, tiny_lift_cfg, artifacts)
+    assert (
+        res.config["scene"] == cache.scene_id(tiny_dataset.train[0]) and "/" not in res.config["scene"]
+    )  # portable key
     for name in ("gaussians.pt", "decoder.pt", "config.json", "stats.json", "losses.json"):
         assert (res.path / name).is_file()
     s = res.stats
-    for key in ("heldout_psnr", "heldout_ssim", "heldout_feature_l1", "heldout_feature_cosine", "n_gaussians", "iterations", "wall_seconds"):
+    for key in (
+        "heldout_psnr",
+        "heldout_ssim",
+        "heldout_feature_l1",
+        "heldout_feature_cosine",
+        "n_gaussians",
+        "iterations",
+        "wall_seconds",
+    ):
         assert key in s
     assert s["weights"] == "random" and s["iterations"] == 24
     assert res.decoder.weight.shape == (384, tiny_lift_cfg.feature_dim, 3, 3) and res.decoder.bias is None
@@ -29,7 +47,7 @@ def test_lift_writes_a_complete_artifact_found_by_hash(lifted, tiny_dataset, vit
     # a second call loads, it does not refit
     again = L.lift_scene(tiny_dataset.train[0], vit_small, tiny_lift_cfg, root=artifacts)
     assert torch.equal(again.params["means"], res.params["means"])
-    assert not list(artifacts.glob("lift/.partial-*"))  # the checkpoint folder is gone once finished
+    assert not (res.artifact.key_dir / ".resume").exists()  # the checkpoint folder is gone once finished
 
 
 def test_fitting_improves_over_the_initial_state(lifted) -> None:
@@ -41,7 +59,7 @@ def test_fitting_improves_over_the_initial_state(lifted) -> None:
 def test_feature_loss_does_not_move_geometry(lifted) -> None:
     params = {k: v.clone().requires_grad_(True) for k, v in lifted[0].params.items() if k in PARAM_NAMES}
     K = torch.tensor([[[40.0, 0, 21], [0, 40.0, 14], [0, 0, 1]]])
-    scene = load_scene(lifted[0].config["scene"])
+    scene = load_scene(lifted[0].scene_path)
     viewmat = torch.as_tensor(scene.views[0].world_to_cam, dtype=torch.float32)[None]
     feats, _ = L.render_features(params, viewmat, K, 42, 28)
     lifted[0].decoder(feats).abs().mean().backward()
@@ -52,45 +70,112 @@ def test_feature_loss_does_not_move_geometry(lifted) -> None:
 
 def test_load_checks_widths(lifted) -> None:
     with pytest.raises(L.LiftError, match="another backbone"):
-        L.load_lift(lifted[0].path, expect_dim=768)
+        L.load_lift(lifted[0].artifact, expect_dim=768)
     with pytest.raises(L.LiftError, match="feature_dim=32"):
-        L.load_lift(lifted[0].path, expect_feature_dim=32)
+        L.load_lift(lifted[0].artifact.key_dir, expect_feature_dim=32)
     with pytest.raises(L.LiftError, match="no finished lift artifact"):
-        L.load_lift(lifted[0].path.parent / "nope")
+        L.load_lift(lifted[0].artifact.key_dir.parent / "nope")
 
 
-def test_resume_after_interruption(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path) -> None:
-    cfg = dataclasses.replace(tiny_lift_cfg, iterations=12, checkpoint_every=100)
+def test_resumed_lift_equals_an_uninterrupted_one(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path) -> None:
+    """Stopped at iteration 9 (inside the densification window, where the strategy draws random numbers) and resumed:
+    the same Gaussians, bit for bit, as a fit that never stopped (RNG states are in the checkpoint)."""
+    cfg = dataclasses.replace(tiny_lift_cfg, iterations=16, checkpoint_every=100, strategy="gsplat")
+    whole = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path / "a")
     with pytest.raises(TimeoutError, match="resume"):
-        L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path, max_seconds=0.0)
-    out = L.lift_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
-    assert not out.exists()  # nothing that looks complete
-    ck = torch.load(out.parent / f".partial-{out.name}" / "checkpoint.pt", weights_only=False)
-    assert ck["iteration"] == 1 and set(ck["optimizers"]) == set(PARAM_NAMES)
-    assert ck["strategy_state"]["count"] is not None  # the densification statistics resume too
-    res = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
-    assert len(res.losses["rgb"]) == 12 and res.losses["iteration"][0] == 0 and res.losses["iteration"][-1] == 11
+        L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path / "b", stop_after=9)
+    kd = _key_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path / "b")
+    assert cache.lookup_dir(kd) is None  # nothing that looks complete
+    ck = torch.load(kd / ".resume" / "checkpoint.pt", weights_only=True)  # loads without running code
+    assert ck["iteration"] == 9 and set(ck["optimizers"]) == set(PARAM_NAMES) and "rng" in ck
+    resumed = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path / "b")
+    assert resumed.losses["iteration"] == list(range(16))
+    assert resumed.losses["rgb"] == whole.losses["rgb"] and resumed.losses["n_gaussians"] == whole.losses["n_gaussians"]
+    for k in PARAM_NAMES:
+        assert torch.equal(resumed.params[k], whole.params[k]), k
+    assert resumed.hash == whole.hash  # the same key in another folder: portable
 
 
-def test_checkpoint_of_an_older_version_restarts_with_a_warning(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path) -> None:
+class _Boom:
+    """Unpickling this would create a file: the test's stand-in for a checkpoint that runs code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_resume_checkpoint_is_not_executed(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path) -> None:
     cfg = dataclasses.replace(tiny_lift_cfg, iterations=3)
-    out = L.lift_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
-    (out.parent / f".partial-{out.name}").mkdir(parents=True)
-    torch.save({"iteration": 2, "optimizer": {}}, out.parent / f".partial-{out.name}" / "checkpoint.pt")  # format 1
-    with pytest.warns(UserWarning, match="older version"):
+    marker = tmp_path / "pwned"
+    kd = _key_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
+    (kd / ".resume").mkdir(parents=True)
+    torch.save({"format": 4, "payload": _Boom(str(marker))}, kd / ".resume" / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="unreadable"):
+        res = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
+    assert not marker.exists()  # weights_only refused it; the fit restarted from scratch
+    assert res.losses["iteration"] == [0, 1, 2]
+
+
+def test_checkpoint_of_another_version_restarts_with_a_warning(
+    tiny_dataset, vit_small, tiny_lift_cfg, tmp_path
+) -> None:
+    cfg = dataclasses.replace(tiny_lift_cfg, iterations=3)
+    kd = _key_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
+    (kd / ".resume").mkdir(parents=True)
+    torch.save({"iteration": 2, "optimizer": {}}, kd / ".resume" / "checkpoint.pt")  # format 1
+    with pytest.warns(UserWarning, match="another version"):
         res = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
     assert res.losses["iteration"] == [0, 1, 2]
 
 
-def test_nan_loss_names_iteration_and_term_and_writes_nothing(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path, monkeypatch) -> None:
+def test_nan_loss_names_iteration_and_term_and_writes_nothing(
+    tiny_dataset, vit_small, tiny_lift_cfg, tmp_path, monkeypatch
+) -> None:
     cfg = dataclasses.replace(tiny_lift_cfg, iterations=5)
     monkeypatch.setattr(L, "rgb_loss", lambda img, ref: torch.tensor(float("nan")))
     with pytest.raises(L.LiftError, match=r"iteration 0: the rgb loss is nan"):
         L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
-    assert not L.lift_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path).exists()
+    kd = _key_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
+    assert cache.lookup_dir(kd) is None and not list(kd.glob(".tmp-*")) and not list(kd.glob("v-*"))
 
 
-def test_scene_without_points_or_depth(tiny_dataset, tmp_path) -> None:
+def test_views_that_see_no_point_stop_the_lift(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path) -> None:
+    """Poses flipped to the OpenGL convention point the cameras away from the points: named, before any fitting."""
+    scene_dir = tmp_path / "flipped"
+    shutil.copytree(tiny_dataset.train[0], scene_dir)
+    meta = json.loads((scene_dir / "transforms.json").read_text())
+    for f in meta["frames"]:
+        m = torch.tensor(f["transform_matrix"])
+        m[:3, 1:3] *= -1  # as if the file were OpenCV
+        f["transform_matrix"] = m.tolist()
+    (scene_dir / "transforms.json").write_text(json.dumps(meta))
+    scene = load_scene(scene_dir)
+    prep = L.prepare_scene(scene, vit_small, tiny_lift_cfg)
+    pts = torch.tensor([[0.0, 0.0, 0.0]]).repeat(8, 1) + torch.randn(8, 3) * 0.01
+    from fit3d_helpers.gaussians import init_gaussians
+
+    far = (
+        scene.views[0].cam_to_world[:3, 3] + 100 * scene.views[0].cam_to_world[:3, 2]
+    )  # far behind the flipped cameras
+    params = init_gaussians(
+        torch.as_tensor(far, dtype=torch.float32) + pts, torch.rand(8, 3), feature_dim=4, sh_degree=0
+    )
+    with pytest.raises(L.LiftError, match=r"see none of the .*initial Gaussians.*convention"):
+        L.check_start(scene.name, params, prep)
+    bad = dict(params, means=params["means"].clone())
+    bad["means"][2, 0] = float("nan")
+    with pytest.raises(L.LiftError, match=r"not finite .*means.*: 1"):
+        L.check_start(scene.name, bad, prep)
+
+
+def test_poses_only_capture_starts_from_points_the_cameras_share(tiny_dataset, tmp_path) -> None:
+    """No point cloud, no depth (an instant-ngp capture): random points inside the cameras' common view volume."""
+    import numpy as np
+
+    from fit3d_helpers.data import project
+
     scene_dir = tmp_path / "nodepth"
     shutil.copytree(tiny_dataset.train[0], scene_dir)
     meta = json.loads((scene_dir / "transforms.json").read_text())
@@ -98,8 +183,16 @@ def test_scene_without_points_or_depth(tiny_dataset, tmp_path) -> None:
         f.pop("depth_file_path", None)
     meta.pop("ply_file_path", None)
     (scene_dir / "transforms.json").write_text(json.dumps(meta))
-    with pytest.raises(L.LiftError, match="points3D.txt.*depth maps"):
-        L.scene_points(load_scene(scene_dir), 100, 0)
+    scene = load_scene(scene_dir)
+    pts, cols = L.scene_points(scene, 500, 0)
+    assert pts.shape == (500, 3) and torch.allclose(cols, torch.full_like(cols, 0.5))
+    seen = sum(
+        ((z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < v.width) & (uv[:, 1] >= 0) & (uv[:, 1] < v.height)).astype(int)
+        for v in scene.views
+        for uv, z in [project(pts.numpy(), v.K, v.world_to_cam)]
+    )
+    assert (seen >= len(scene.views) / 2).all()
+    assert np.array_equal(L.scene_points(scene, 500, 0)[0].numpy(), pts.numpy())  # seeded
 
 
 def test_refit_features_keeps_geometry(lifted, vit_small, artifacts) -> None:
@@ -109,13 +202,36 @@ def test_refit_features_keeps_geometry(lifted, vit_small, artifacts) -> None:
     assert r.stats["feature_dim"] == 16 and "heldout_feature_cosine" in r.stats
 
 
-def test_ssim_matches_skimage() -> None:
+def _inria_ssim(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
+    """The official (Inria 3DGS utils/loss_utils.py) SSIM, restated: one 11x11 Gaussian window, zero padding."""
+    x = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(x**2) / (2 * 1.5**2))
+    g = (g / g.sum()).float()
+    w = (g[:, None] @ g[None, :]).expand(img1.shape[1], 1, 11, 11).contiguous()
+    c = img1.shape[1]
+    mu1, mu2 = F.conv2d(img1, w, padding=5, groups=c), F.conv2d(img2, w, padding=5, groups=c)
+    s11 = F.conv2d(img1 * img1, w, padding=5, groups=c) - mu1**2
+    s22 = F.conv2d(img2 * img2, w, padding=5, groups=c) - mu2**2
+    s12 = F.conv2d(img1 * img2, w, padding=5, groups=c) - mu1 * mu2
+    c1, c2 = 0.01**2, 0.03**2
+    return (((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))).mean()
+
+
+def test_ssim_is_the_official_one_and_near_skimage() -> None:
     from skimage.metrics import structural_similarity
 
-    a, b = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 32, 40)
+    a, b = torch.rand(2, 3, 32, 40), torch.rand(2, 3, 32, 40)
     b = 0.7 * a + 0.3 * b
-    ref = structural_similarity(a[0].permute(1, 2, 0).numpy(), b[0].permute(1, 2, 0).numpy(), channel_axis=2, data_range=1.0,
-                                gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    assert abs(float(L.ssim(a, b)) - ref) < 2e-2
+    assert float(L.ssim(a, b)) == pytest.approx(float(_inria_ssim(a, b)), abs=1e-6)  # separable == the 11x11 window
+    ref = structural_similarity(
+        a[0].permute(1, 2, 0).numpy(),
+        b[0].permute(1, 2, 0).numpy(),
+        channel_axis=2,
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    assert abs(float(L.ssim(a[:1], b[:1])) - ref) < 3e-2  # skimage pads by reflection: close, not equal
     assert float(L.rgb_loss(a, a)) == pytest.approx(0.0, abs=1e-5)
     assert L.psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-3)

@@ -19,7 +19,6 @@ from fit3d_helpers.probe import (
     confusion_matrix,
     depth_loss,
     depth_metrics,
-    extract_features,
     gradient_loss,
     metrics_from_confusion,
     per_class_iou,
@@ -278,22 +277,6 @@ def test_lr_schedule_shapes():
     assert _lr_factor(50, 100, 0, 1e-3, "cosine") == pytest.approx(0.5, abs=1e-6)
 
 
-def test_extract_features_batches_consistently():
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(3, 8, kernel_size=4, stride=4)
-
-    def model_fn(x: torch.Tensor):
-        p = conv(x)  # [B, 8, h, w]
-        return p, p.mean(dim=(2, 3))
-
-    images = torch.rand(5, 16, 20, 3)
-    p1, c1 = extract_features(model_fn, images, batch_size=2, device="cpu", show_progress=False)
-    p2, c2 = extract_features(model_fn, images.numpy(), batch_size=5, device="cpu", show_progress=False)
-    assert p1.shape == (5, 8, 4, 5) and c1.shape == (5, 8)
-    assert torch.allclose(p1, p2, atol=1e-6) and torch.allclose(c1, c2, atol=1e-6)
-    assert not p1.requires_grad
-
-
 # ----------------------------------------------------------------------------------------------- probes
 
 
@@ -314,8 +297,7 @@ def test_seg_probe_learns_separable_features():
     c = 4
     feats, labels = _separable_seg_data(32, 16, c, seed=0)
     tr_f, tr_l, va_f, va_l = feats[:24], labels[:24], feats[24:], labels[24:]
-    res = train_seg_probe(tr_f, tr_l, va_f, va_l, c, steps=60, batch_size=8, device="cpu", seed=0,
-                          show_progress=False)
+    res = train_seg_probe(tr_f, tr_l, va_f, va_l, c, steps=60, batch_size=8, device="cpu", seed=0, show_progress=False)
     assert res.metrics["miou"] > 0.9, res.metrics
     assert len(res.losses) == 60 and res.losses[-1] < res.losses[0]
     assert res.examples["pred"].shape[1:] == (24, 32) and res.examples["target"].shape == res.examples["pred"].shape
@@ -326,15 +308,29 @@ def test_seg_probe_with_pairs_trains_linear_fusion():
     c = 3
     tr_f, tr_l = _separable_seg_data(16, 8, c, seed=1)
     ft = tr_f.flip(1)  # a different view of the same information
-    res = train_seg_probe((tr_f, ft), tr_l, (tr_f[:4], ft[:4]), tr_l[:4], c, steps=20, batch_size=8,
-                          assembly="linear", show_progress=False)
+    res = train_seg_probe(
+        (tr_f, ft),
+        tr_l,
+        (tr_f[:4], ft[:4]),
+        tr_l[:4],
+        c,
+        steps=20,
+        batch_size=8,
+        assembly="linear",
+        show_progress=False,
+    )
     assert res.config["assembly"] == "linear"
     assert res.head_state["assembly.fuse.weight"].shape == (8, 16, 1, 1)
-    init = FeatureAssembly("linear", 8)
     assert res.head_state["head.conv_seg.weight"].shape == (c, 8, 1, 1)
-    assert not torch.allclose(res.head_state["assembly.fuse.weight"], init.fuse.weight)
-    res_cat = train_seg_probe((tr_f, ft), tr_l, (tr_f[:4], ft[:4]), tr_l[:4], c, steps=5, batch_size=8,
-                              show_progress=False)
+    # the same seed and no step gives the fusion's initial weights: training moved them (the fusion is trained)
+    res0 = train_seg_probe(
+        (tr_f, ft), tr_l, (tr_f[:4], ft[:4]), tr_l[:4], c, steps=0, batch_size=8, assembly="linear", show_progress=False
+    )
+    moved = (res.head_state["assembly.fuse.weight"] - res0.head_state["assembly.fuse.weight"]).abs().max()
+    assert float(moved) > 1e-3
+    res_cat = train_seg_probe(
+        (tr_f, ft), tr_l, (tr_f[:4], ft[:4]), tr_l[:4], c, steps=5, batch_size=8, show_progress=False
+    )
     assert res_cat.config["assembly"] == "concat" and res_cat.head_state["head.bn.weight"].shape == (16,)
     with pytest.raises(ValueError):
         train_seg_probe(tr_f, tr_l, tr_f, tr_l, c, steps=1, assembly="concat", show_progress=False)
@@ -349,11 +345,35 @@ def test_depth_probe_learns_a_linear_depth_map():
     tok_depth = 1.0 + 3.0 * torch.sigmoid(torch.einsum("d,ndhw->nhw", direction, feats))  # [n, h, w]
     depth = F.interpolate(tok_depth[:, None], size=(24, 32), mode="bilinear", align_corners=False)[:, 0]
     depth[:, :2] = 0.0  # invalid rows
-    res = train_depth_probe(feats[:16], cls[:16], depth[:16], feats[16:], cls[16:], depth[16:], steps=50,
-                            lr=1e-2, warmup_frac=0.1, batch_size=4, max_depth=6.0, device="cpu", seed=0,
-                            show_progress=False)
+    res = train_depth_probe(
+        feats[:16],
+        cls[:16],
+        depth[:16],
+        feats[16:],
+        cls[16:],
+        depth[16:],
+        steps=50,
+        lr=1e-2,
+        warmup_frac=0.1,
+        batch_size=4,
+        max_depth=6.0,
+        device="cpu",
+        seed=0,
+        show_progress=False,
+    )
     assert np.mean(res.losses[-10:]) < 0.5 * np.mean(res.losses[:10])
     assert res.metrics["delta1"] > 0.9 and res.metrics["absrel"] < 0.15, res.metrics
     assert res.metrics["n_valid"] == 4 * 22 * 32
     assert res.examples["pred"].shape[1:] == (24, 32)
     assert res.head_state["head.conv_depth.weight"].shape == (256, 16 + 4, 1, 1)
+
+
+def test_loss_downscale_trains_on_fewer_pixels_and_evaluates_at_full_size():
+    c = 4
+    feats, labels = _separable_seg_data(32, 16, c, seed=3)
+    res = train_seg_probe(feats[:24], labels[:24], feats[24:], labels[24:], c, steps=60, batch_size=8, seed=0,
+                          show_progress=False, loss_downscale=2)  # fmt: skip
+    assert res.metrics["miou"] > 0.9 and res.examples["pred"].shape[1:] == (24, 32)  # full-size predictions
+    from fit3d_helpers.probe import _subsample
+
+    assert torch.equal(_subsample(labels, 2), labels[:, 1::2, 1::2])

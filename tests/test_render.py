@@ -30,12 +30,10 @@ W, H = 24, 16
 # Reference renderer
 # ----------------------------------------------------------------------------------------------------------
 def reference_render(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near=0.01, far=1e10,
-                     background=None):  # fmt: skip
+                     background=None, max_alpha=0.999):  # fmt: skip
     dt = means.dtype
     C, N, D = viewmats.shape[0], means.shape[0], colors.shape[-1]
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=dt) + 0.5, torch.arange(width, dtype=dt) + 0.5, indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=dt) + 0.5, torch.arange(width, dtype=dt) + 0.5, indexing="ij")
     renders, alphas = [], []
     for c in range(C):
         Rw, tw = viewmats[c, :3, :3], viewmats[c, :3, 3]
@@ -76,7 +74,7 @@ def reference_render(means, quats, scales, opacities, colors, viewmats, Ks, widt
         for _, _, m, conic, o, col in splats:
             dx, dy = xs - m[0], ys - m[1]
             sigma = 0.5 * (conic[0, 0] * dx * dx + conic[1, 1] * dy * dy) + conic[0, 1] * dx * dy
-            alpha = torch.clamp(o * torch.exp(-sigma), max=0.999)
+            alpha = torch.clamp(o * torch.exp(-sigma), max=max_alpha)
             live = (alpha >= 1.0 / 255.0) & (sigma >= 0) & ~done
             next_T = T * (1 - alpha)
             stop = live & (next_T <= 1e-4)
@@ -147,6 +145,25 @@ def test_matches_reference_forward_and_gradients(N, D, seed):
         err = ((x.grad - y.grad).abs().max() / scale).item()
         assert err < 1e-4, f"{name}: relative gradient error {err:.2e}"
         assert y.grad.abs().max() > 0, name
+
+
+def test_official_alpha_clamp_and_near_plane_match_the_reference():
+    """The official FiT3D rasterizer clamps alpha at 0.99 and culls z <= 0.2: both are settings here."""
+    viewmats, Ks = cameras(2)
+    means, quats, scales, opacities, colors = random_scene(12, 3, 5)
+    opacities = opacities.clamp_min(0.995)  # every Gaussian hits the clamp at its centre
+    ours = _leaves([means, quats, scales, opacities, colors])
+    ref = _leaves([t.detach() for t in ours])
+    r1, a1 = rasterize(*ours, viewmats, Ks, W, H, backend="torch", max_alpha=0.99, near=2.5)
+    r2, a2 = reference_render(*ref, viewmats, Ks, W, H, max_alpha=0.99, near=2.5)
+    r3, _ = rasterize(*[t.detach() for t in ours], viewmats, Ks, W, H, backend="torch")
+    torch.testing.assert_close(r1, r2, atol=1e-4, rtol=0)
+    torch.testing.assert_close(a1, a2, atol=1e-4, rtol=0)
+    assert float((r1 - r3).abs().max()) > 1e-3  # the settings change the image
+    (r1.sum() + a1.sum()).backward()
+    (r2.sum() + a2.sum()).backward()
+    for x, y in zip(ours, ref):
+        assert float((x.grad - y.grad).abs().max() / y.grad.abs().max().clamp_min(1e-12)) < 1e-4
 
 
 def test_matches_reference_float32_background_and_per_camera_colors():
@@ -541,3 +558,34 @@ def test_torch_backend_matches_gsplat(D):
         assert rel < 1e-2, f"{name}: relative gradient difference {rel:.2e}"
     m1, m2 = i1["means2d"].grad, i2["means2d"].grad
     assert float((m1 - m2).norm() / m2.norm()) < 1e-2
+
+
+def test_frozen_geometry_weights_render_the_same_features():
+    """composite_weights + render_with_weights (a feature refit's fast path) == rasterize, values and gradients."""
+    from fit3d_helpers.render import composite_weights, render_with_weights
+
+    viewmats, Ks = cameras(2, torch.float32)
+    means, quats, scales, opacities, _ = random_scene(40, 3, 3, torch.float32)
+    feats = torch.randn(40, 7, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    for c in range(2):
+        ref, _ = rasterize(
+            means,
+            quats,
+            scales,
+            opacities,
+            feats,
+            viewmats[c : c + 1],
+            Ks[c : c + 1],
+            W,
+            H,
+            backend="torch",
+            near=0.2,
+            max_alpha=0.99,
+        )
+        w = composite_weights(means, quats, scales, opacities, viewmats[c], Ks[c], W, H, near=0.2, max_alpha=0.99)
+        ours = render_with_weights(feats, w, W, H)
+        torch.testing.assert_close(ours, ref[0], atol=1e-5, rtol=1e-5)
+        g_ref = torch.autograd.grad((ref[0] * torch.arange(7.0)).sum(), feats)[0]
+        g_ours = torch.autograd.grad((ours * torch.arange(7.0)).sum(), feats)[0]
+        torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+    assert int(w[0].numel()) > 0 and bool((w[2] > 0).all())

@@ -24,11 +24,9 @@ def _nb(params: str, *cells: str) -> nbformat.NotebookNode:
 
 
 WRITE_STATS = """
-import json, os, pathlib
-d = pathlib.Path(artifacts_dir) / {stage!r} / f"h{seed}"
-d.mkdir(parents=True, exist_ok=True)
-(d / "config.json").write_text(json.dumps({{"seed": seed}}))
-(d / "stats.json").write_text(json.dumps({stats}))
+import os
+from fit3d_helpers import cache
+cache.build({stage!r}, {{"tag": tag, "overrides": overrides}}, artifacts_dir, lambda out, resume: {stats})
 print("cwd", os.getcwd())
 """
 
@@ -39,9 +37,9 @@ def make_repo(root: Path) -> Path:
     nbdir.mkdir(parents=True)
     nbformat.write(
         _nb(
-            'profile = "smoke"\nartifacts_dir = "artifacts"\nseed = 0\nsteps = 10',
-            WRITE_STATS.format(stage="data", seed="{seed}", stats='{"profile": profile, "n_views": 24, "psnr": 28.5}'),
-            'print(f"steps={steps!r} seed={seed!r} profile={profile}")',
+            'profile = "smoke"\noverrides = {}\nartifacts_dir = "artifacts"\ntag = 0\nsteps = 10',
+            WRITE_STATS.format(stage="data", stats='{"profile": profile, "n_views": 24, "psnr": 28.5}'),
+            'print(f"steps={steps!r} tag={tag!r} profile={profile} overrides={overrides}")',
         ),
         nbdir / "01_ok.ipynb",
     )
@@ -53,14 +51,14 @@ def make_repo(root: Path) -> Path:
     )
     nbformat.write(
         _nb(
-            'profile = "smoke"\nartifacts_dir = "artifacts"\nseed = 0\nweights = "auto"',
+            'profile = "smoke"\noverrides = {}\nartifacts_dir = "artifacts"\ntag = 0\nweights = "auto"',
             f"print({RANDOM_WEIGHTS_BANNER!r})  # what the course prints when the backbone is random-init",
-            WRITE_STATS.format(stage="probe", seed="{seed}", stats=probe),
+            WRITE_STATS.format(stage="probe", stats=probe),
         ),
         nbdir / "02_random.ipynb",
     )
     nbformat.write(_nb('profile = "smoke"', 'raise ValueError("boom from 03")'), nbdir / "03_fail.ipynb")
-    nbformat.write(_nb('profile = "smoke"\nseed = 0', "print('never')"), nbdir / "04_after.ipynb")
+    nbformat.write(_nb('profile = "smoke"\ntag = 0', "print('never')"), nbdir / "04_after.ipynb")
     (nbdir / "notes.ipynb").write_text("{}")  # not NN_*: ignored
     return nbdir
 
@@ -79,13 +77,21 @@ def test_parse_value_literals_else_string():
     assert runner.parse_value("dinov2_small") == "dinov2_small"
 
 
-def test_parse_overrides_global_and_per_notebook():
-    o = runner.parse_overrides(["seed=1", "2.iterations=300", "02.backbone=clip_base", "lr=1e-3"])
-    assert o == {"seed": 1, "02.iterations": 300, "02.backbone": "clip_base", "lr": 1e-3}
-    with pytest.raises(runner.ParameterError):
+def test_parse_overrides_settings_and_knobs():
+    o = runner.parse_overrides(
+        ["seed=1", "2.scene_index=300", "02.backbone=clip_base", "lift.iterations=5", "finetune.lr=1e-3"]
+    )
+    assert o == {
+        "seed": 1,
+        "02.scene_index": 300,
+        "02.backbone": "clip_base",
+        "lift.iterations": 5,
+        "finetune.lr": 1e-3,
+    }
+    with pytest.raises(runner.ParameterError, match="key=value"):
         runner.parse_overrides(["novalue"])
-    with pytest.raises(runner.ParameterError):
-        runner.parse_overrides(["ab.x=1"])
+    with pytest.raises(runner.ParameterError, match="no NN. prefix"):
+        runner.parse_overrides(["02.lift.iterations=5"])
     with pytest.raises(runner.ParameterError, match="--profile"):
         runner.parse_overrides(["profile=paper"])
 
@@ -102,25 +108,45 @@ def test_discover_and_only(tmp_path):
 def test_plan_parameters_validation_lists_keys(tmp_path):
     nbdir = make_repo(tmp_path)
     nbs = runner.discover_notebooks(nbdir, "01,02,03")
-    plan = runner.plan_parameters(nbs, "paper", {"seed": 5, "02.weights": "random"}, "artifacts")
+    plan = runner.plan_parameters(
+        nbs, "paper", {"seed": 5, "lift.iterations": "7", "02.weights": "random", "tag": 2}, "artifacts"
+    )
     p1, p2, p3 = (plan[n] for n in nbs)
-    assert p1 == {"profile": "paper", "artifacts_dir": "artifacts", "seed": 5}
-    assert p2 == {"profile": "paper", "artifacts_dir": "artifacts", "seed": 5, "weights": "random"}
-    assert p3 == {"profile": "paper"}  # defines neither artifacts_dir nor seed
+    settings = {"seed": 5, "lift.iterations": 7}  # parsed to the settings' types, for every notebook with `overrides`
+    assert p1 == {"profile": "paper", "overrides": settings, "artifacts_dir": "artifacts", "tag": 2}
+    assert p2 == {
+        "profile": "paper",
+        "overrides": settings,
+        "artifacts_dir": "artifacts",
+        "tag": 2,
+        "weights": "random",
+    }
+    assert p3 == {"profile": "paper"}  # defines none of them
     with pytest.raises(runner.ParameterError) as e:
-        runner.plan_parameters(nbs, "smoke", {"bogus": 1, "01.weights": "x"}, "artifacts")
+        runner.plan_parameters(nbs, "smoke", {"bogus": 1, "01.weights": "x", "lift.iterationz": 3}, "artifacts")
     msg = str(e.value)
-    assert "bogus" in msg and "01_ok.ipynb has no parameter 'weights'" in msg
-    assert "01_ok.ipynb: profile, artifacts_dir, seed, steps" in msg
-    assert "02_random.ipynb: profile, artifacts_dir, seed, weights" in msg
+    assert (
+        "--set bogus: neither a profile setting nor a parameter" in msg
+        and "01_ok.ipynb has no parameter 'weights'" in msg
+    )
+    assert "--set lift.iterationz: not a profile setting" in msg
+    assert "lift.iterations (int)" in msg and "01_ok.ipynb: artifacts_dir, tag, steps" in msg
+    with pytest.raises(runner.ParameterError, match=r"lift.iterations: cannot parse 'many' as int"):
+        runner.plan_parameters(nbs, "smoke", {"lift.iterations": "many"}, "artifacts")
+    with pytest.raises(runner.ParameterError, match=r"finetune.lr must be > 0"):
+        runner.plan_parameters(nbs, "smoke", {"finetune.lr": 0}, "artifacts")
 
 
-def test_cli_unknown_key_exits_2_before_running(tmp_path, capsys):
+def test_cli_unknown_or_ill_typed_key_exits_2_before_running(tmp_path, capsys):
     nbdir = make_repo(tmp_path)
-    rc = cli_main(["run", "--notebooks-dir", str(nbdir), "--set", "nope=3"])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert "nope" in err and "Valid parameters per notebook" in err
+    for bad, words in (
+        (["nope=3"], ["nope", "Profile settings", "Notebook parameters"]),
+        (["lift.iterations=abc"], ["lift.iterations", "cannot parse 'abc' as int"]),
+    ):
+        rc = cli_main(["run", "--notebooks-dir", str(nbdir), "--set", *bad])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert all(w in err for w in words), err
     assert not (tmp_path / "report").exists()  # nothing ran
 
 
@@ -143,9 +169,7 @@ def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     nbdir = make_repo(root)
     lines: list[str] = []
-    run = runner.run_notebooks(
-        nbdir, "smoke", overrides=["steps=7", "02.seed=3"], echo=lines.append
-    )
+    run = runner.run_notebooks(nbdir, "smoke", overrides=["steps=7", "02.tag=3", "seed=4"], echo=lines.append)
     return root, run, lines
 
 
@@ -173,30 +197,34 @@ def test_run_json_metadata(batch):
         assert key in on_disk, key
     assert on_disk["commit"]  # a sha or "unknown"
     assert on_disk["profile"] == "smoke"
-    assert on_disk["overrides"] == {"steps": 7, "02.seed": 3}
+    assert on_disk["overrides"] == {"steps": 7, "02.tag": 3, "seed": 4}
     assert on_disk["device"] == "cpu" or on_disk["device"].startswith("cuda")
     ok = [n for n in on_disk["notebooks"] if n["status"] == "ok"]
     assert all(n["wall_s"] > 0 for n in ok)
     p = {n["name"]: n["parameters"] for n in on_disk["notebooks"]}
-    assert p["01_ok"] == {"profile": "smoke", "artifacts_dir": "artifacts", "steps": 7}
-    assert p["02_random"] == {"profile": "smoke", "artifacts_dir": "artifacts", "seed": 3}
+    assert p["01_ok"] == {"profile": "smoke", "overrides": {"seed": 4}, "artifacts_dir": "artifacts", "steps": 7}
+    assert p["02_random"] == {"profile": "smoke", "overrides": {"seed": 4}, "artifacts_dir": "artifacts", "tag": 3}
 
 
 def test_parameters_reach_the_kernel_and_cwd_is_repo_root(batch):
     root, _, _ = batch
     nb = nbformat.read(root / "report" / "01_ok.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "steps=7 seed=0 profile=smoke" in text
+    assert "steps=7 tag=0 profile=smoke overrides={'seed': 4}" in text
     assert f"cwd {root}" in text
-    assert (root / "artifacts" / "data" / "h0" / "stats.json").is_file()
-    assert (root / "artifacts" / "probe" / "h3" / "stats.json").is_file()  # 02.seed=3 went to 02 only
+    from fit3d_helpers import cache
+
+    assert cache.lookup("data", {"tag": 0, "overrides": {"seed": 4}}, root / "artifacts") is not None
+    assert (
+        cache.lookup("probe", {"tag": 3, "overrides": {"seed": 4}}, root / "artifacts") is not None
+    )  # 02.tag=3 went to 02 only
 
 
 def test_pages_offline_with_banner_everywhere(batch):
     root, run, _ = batch
     report = root / "report"
     pages = sorted(report.glob("*.html"))
-    assert {p.name for p in pages} == {"01_ok.html", "02_random.html", "03_fail.html", "index.html"}
+    assert {p.name for p in pages} == {"01_ok.html", "02_random.html", "03_fail.html", "index.html", "artifacts.html"}
     for p in pages:
         text = p.read_text()
         for pat in REMOTE_PATTERNS:
@@ -213,7 +241,7 @@ def test_index_links_and_tables(batch):
         assert f'href="{page}"' in index
     assert "Headline results" in index and "Reported by the paper" in index
     assert "35.00" in index  # concat mIoU 0.35 shown in percent, from stats.json
-    assert ">28.5<" in index  # data stage scalar stat
+    assert ">28.5<" in (root / "report" / "artifacts.html").read_text()  # data stage scalar stat, on the appendix page
 
 
 def test_only_merges_with_previous_run(batch, tmp_path):

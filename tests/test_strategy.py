@@ -12,16 +12,21 @@ import math
 import pytest
 import torch
 
+from fit3d_helpers import cache
 from fit3d_helpers import gaussians as G
 from fit3d_helpers import strategy as S
 from fit3d_helpers.render import means2d_grad_stats, rasterize_with_info
 
-needs_gsplat = pytest.mark.skipif(not S.gsplat_strategy_available(), reason="gsplat is not installed (pip install -e '.[dev]')")
+needs_gsplat = pytest.mark.skipif(
+    not S.gsplat_strategy_available(), reason="gsplat is not installed (pip install -e '.[dev]')"
+)
 
 
 def _params_and_optimizers(n: int = 40, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    raw = G.init_gaussians(torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g), feature_dim=4, sh_degree=1, seed=seed)
+    raw = G.init_gaussians(
+        torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g), feature_dim=4, sh_degree=1, seed=seed
+    )
     params = {k: torch.nn.Parameter(v) for k, v in raw.items()}
     opts = S.make_optimizers(params, {k: 1e-3 for k in params})
     sum(v.sum() for v in params.values()).backward()  # one step so every Adam has moments to keep aligned
@@ -99,8 +104,9 @@ def _camera(W: int = 32, H: int = 24):
 def _render_step(params, pre_backward):
     viewmat, K, W, H = _camera()
     g = G.activated(params)
-    rgb, alpha, info = rasterize_with_info(g["means"], g["quats"], g["scales"], g["opacities"], params["sh0"][:, 0], viewmat, K, W, H,
-                                           backend="torch")
+    rgb, alpha, info = rasterize_with_info(
+        g["means"], g["quats"], g["scales"], g["opacities"], params["sh0"][:, 0], viewmat, K, W, H, backend="torch"
+    )
     pre_backward(info)
     (rgb.square().mean() + alpha.mean()).backward()
     return info
@@ -111,7 +117,7 @@ def _run(strategy, params, opts, steps: int, state=None) -> tuple[list[int], lis
     state = strategy.initialize_state(scene_scale=1.0) if state is None else state
     counts, max_opacity = [], []
     for step in range(steps):
-        info = _render_step(params, lambda i: strategy.step_pre_backward(params, opts, state, step, i))
+        info = _render_step(params, lambda i, step=step: strategy.step_pre_backward(params, opts, state, step, i))
         for o in opts.values():
             o.step()
             o.zero_grad(set_to_none=True)
@@ -184,8 +190,14 @@ def test_growth_and_pruning_match_gsplat() -> None:
     n = theirs_p["means"].shape[0]
     means2d = torch.zeros(1, n, 2, requires_grad=True)
     means2d.grad = torch.zeros(1, n, 2)
-    info = {"width": 32, "height": 24, "n_cameras": 1, "radii": torch.zeros(1, n, 2, dtype=torch.int32), "gaussian_ids": None,
-            "means2d": means2d}  # nothing visible this step: only the statistics set above count
+    info = {
+        "width": 32,
+        "height": 24,
+        "n_cameras": 1,
+        "radii": torch.zeros(1, n, 2, dtype=torch.int32),
+        "gaussian_ids": None,
+        "means2d": means2d,
+    }  # nothing visible this step: only the statistics set above count
     strat.step_post_backward(theirs_p, theirs_o, state, 100, info)
 
     assert ours_p["means"].shape == theirs_p["means"].shape == (50, 3)  # 40 + 5 clones + 10 splits - 5 pruned
@@ -207,12 +219,12 @@ def test_lift_with_gsplat_strategy_on_the_cpu_renderer(tiny_dataset, vit_small, 
     assert n[-1] != n[0], "gsplat's DefaultStrategy should have densified the tiny scene"
     assert sum(res.losses["rgb"][-5:]) < sum(res.losses["rgb"][:5])
     # a different strategy is a different artifact
-    assert res.path != L.lift_dir(tiny_dataset.train[0], vit_small, tiny_lift_cfg, tmp_path)
+    assert res.hash != cache.config_hash(L.lift_key(tiny_dataset.train[0], vit_small, tiny_lift_cfg))
 
 
 def test_unknown_strategy_is_named() -> None:
-    from fit3d_helpers.lift import LiftConfig
+    from fit3d_helpers.profiles import PAPER, SMOKE, ConfigError, LiftConfig
 
-    with pytest.raises(ValueError, match="'simple' or 'gsplat'"):
-        S.make_strategy(LiftConfig(strategy="mcmc"))
-    assert LiftConfig.paper().strategy == "gsplat" and LiftConfig().strategy == "simple"
+    with pytest.raises(ConfigError, match=r"lift.strategy must be one of \['simple', 'gsplat'\], got 'mcmc'"):
+        LiftConfig(strategy="mcmc")
+    assert PAPER.lift.strategy == "gsplat" and SMOKE.lift.strategy == "simple"

@@ -1,4 +1,4 @@
-"""Config hashing, atomic writes and artifact folders."""
+"""Config hashing, atomic writes, RNG states."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path) -> None:
     with utils.atomic_dir(final) as tmp:
         utils.write_json(tmp / "config.json", {"a": 1})
         utils.write_json(tmp / "stats.json", {"b": 2})
-    assert utils.artifact_complete(final) and utils.read_json(final / "stats.json") == {"b": 2}
+    assert utils.read_json(final / "stats.json") == {"b": 2} and utils.read_json(final / "config.json") == {"a": 1}
     with pytest.raises(FileExistsError):
         with utils.atomic_dir(final):
             pass
@@ -47,3 +47,14 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             utils.resolve_device("cuda")
+
+
+def test_rng_state_round_trip_and_loads_safely(tmp_path) -> None:
+    import random
+
+    utils.seed_everything(3)
+    state = utils.rng_state()
+    utils.save_torch(tmp_path / "rng.pt", state)
+    a, b = torch.rand(4), random.random()
+    utils.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert torch.equal(torch.rand(4), a) and random.random() == b

@@ -1,0 +1,222 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Linear probes and the 3D-awareness check
+#
+# The backbone is frozen; only a linear head is trained on its features. Segmentation: BatchNorm + 1×1 conv.
+# Depth: patch tokens + CLS token, ×4 upsampling, 1×1 conv to 256 uniform depth bins (SigLoss + 0.5·gradient
+# loss). We compare five feature variants: **original**, **fine-tuned**, and three assemblies of both: **concat**
+# (FiT3D's default), **add**, and **linear** fusion. Heads train on the training scenes and are evaluated on held-out
+# scenes the backbone was never fine-tuned on. Then a check that needs no training: do features of the *same 3D
+# point* match across two views?
+#
+# *Colab: this copy of the course has no public address yet (README, section Colab).*
+
+# %% tags=["parameters"]
+profile = "smoke"  # "smoke": a laptop CPU, minutes; "paper": the official recipe on one GPU
+overrides = {}  # profile settings by dotted key, e.g. {"finetune.mode": "released"} (`python -m fit3d_helpers params`)
+artifacts_dir = "artifacts"
+drive_folder = None  # Colab: a folder in your Google Drive to keep the results in, e.g. "fit3d"
+device = "auto"
+force = False  # retrain the probes even if their artifact exists
+
+# %%
+# Colab: install the course once per runtime (Colab's own torch, ipykernel and ipywidgets are kept), then check that
+# it imports. On your own machine run `bash scripts/setup.sh` once instead; here this cell only checks the import.
+COURSE_REPO = None  # written by scripts/sync_colab.py from pyproject.toml
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("fit3d_helpers") is None:
+    if COURSE_REPO is None:
+        raise RuntimeError(
+            "this copy of the course has no public address yet, so Colab cannot install it: see the "
+            "README, section Colab"
+        )
+    spec = f"fit3d-course[gpu] @ git+{COURSE_REPO}"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+    if pip.returncode:
+        print(pip.stdout[-1500:], pip.stderr[-3000:], sep="\n")
+        raise RuntimeError(
+            f"installing {spec} failed (pip's last lines are above): check that the runtime is "
+            "connected, then run this cell again"
+        )
+import fit3d_helpers  # fails here, naming the module, if the course is not installed
+
+print(f"fit3d_helpers {fit3d_helpers.__version__} from {fit3d_helpers.__path__[0]}")
+
+# %%
+from pathlib import Path
+
+import fit3d_helpers.viz as viz
+from fit3d_helpers import pipeline
+from fit3d_helpers.profiles import load_profile
+
+artifacts_dir = viz.setup_notebook(artifacts_dir, drive_folder)  # plotly renderer, working directory, Drive
+prof = load_profile(profile, overrides)
+
+# %% [markdown]
+# ## Data and the original backbone
+# The probes train on the training scenes' views and are evaluated on the held-out scenes (never fine-tuned on). With
+# the `nyu` profile they read the official evaluation data instead (NYUv2, `eval_data/`; see the README).
+
+# %%
+split, _ = pipeline.data_stage(prof, artifacts_dir)
+original = pipeline.backbone_for(prof, device)
+viz.weights_banner(original.weights)
+
+# %% [markdown]
+# ## The fine-tuned model
+# Notebook 03's artifact, found by the hash of its settings (the smoke profile fits it now if it is missing), or
+# FiT3D's released checkpoint with `finetune.mode = "released"`.
+
+# %%
+tuned, ft_result = pipeline.finetuned_model(prof, split, artifacts_dir, device, needed_by="notebook 04")
+print("fine-tuned model:", tuned.identity()["weights"])
+
+# %% [markdown]
+# ## The probes, the assemblies and the metrics
+# **Features.** With $f_o$ the frozen original's patch tokens and $f_t$ the fine-tuned model's (each $384 \times h
+# \times w$), a probe sees one of: $f_o$, $f_t$, **concat** $[f_o; f_t]$ (FiT3D's choice, 768 channels), **add**
+# $f_o + f_t$, **linear** fusion $W [f_o; f_t] + b$ (a trained 1×1 convolution), or the paper's control **dup**
+# $[f_o; f_o]$ (as wide as concat, no new information: arXiv 2407.20229v1, Table 13).
+#
+# **Segmentation head** (BNHead): per token, $\mathrm{logits} = W \, \mathrm{BN}(x) + b$, upsampled bilinearly to the
+# image, cross-entropy against the labels (255 ignored).
+#
+# **Depth head** (DINOv2's linear depth head): the tokens, with the original model's CLS token $c$ broadcast beside
+# them, give per pixel (after ×4 upsampling) logits $l_k$ over 256 depth bins $b_k$ spaced evenly between 0.001 m and
+# the maximum depth:
+#
+# $$p_k = \frac{\mathrm{ReLU}(l_k) + 0.1}{\sum_j \big(\mathrm{ReLU}(l_j) + 0.1\big)}, \qquad \hat d = \sum_k p_k b_k .$$
+#
+# It is trained with the scale-invariant log loss (SigLoss) over valid pixels, $g = \log \hat d - \log d$:
+#
+# $$\mathcal{L}_{\text{sig}} = \sqrt{\mathrm{Var}(g) + 0.15 \, \overline{g}^2}.$$
+#
+# **Metrics.** Segmentation, from the confusion matrix over classes $c$: $\mathrm{IoU}_c = \frac{TP_c}{TP_c + FP_c +
+# FN_c}$, mIoU its mean over classes, mAcc the mean per-class recall $\frac{TP_c}{TP_c + FN_c}$, aAcc the pixel
+# accuracy. Depth, per image then averaged: $\mathrm{RMSE} = \sqrt{\overline{(\hat d - d)^2}}$ (metres),
+# $\mathrm{AbsRel} = \overline{|\hat d - d| / d}$, and $\delta_1$, the share of pixels with
+# $\max(\hat d / d, d / \hat d) < 1.25$ (ours only: the paper does not report it).
+
+# %% [markdown]
+# ## The key step: one probe forward
+# What a training step of the segmentation probe computes, with the package's own head and loss on a few held-out
+# views' features: the logits on the token grid and their cross-entropy against the labels (an untrained head scores
+# about $\log(\text{classes})$).
+
+# %%
+import math
+
+import torch
+
+from fit3d_helpers import probe as P
+
+if split.val:
+    data = P.probe_data(split.val[:1], prof.data.max_depth)
+    x = data.images[:2].permute(0, 3, 1, 2)
+    feats = torch.cat([original.features(x)[0], tuned.features(x)[0]], dim=1)  # concat: [2, 768, h, w]
+    head = P.SegHead(feats.shape[1], len(data.classes))
+    logits = head(feats)
+    loss = P.seg_loss(logits, data.labels[:2])
+    print(f"features {tuple(feats.shape)} -> logits {tuple(logits.shape)}; cross-entropy {loss.item():.3f} "
+          f"(an untrained head: about log({len(data.classes)}) = {math.log(len(data.classes)):.3f})")  # fmt: skip
+
+# %% [markdown]
+# ## Train the probes
+# Features are cached once per model (smoke), or computed from augmented batches at every step (the official
+# protocol, `probe.protocol = "official"`). *What to look at:* concat against original is FiT3D's claim; dup against
+# original is the control for the extra width; with random weights all rows are close to chance.
+
+# %%
+stats = pipeline.probe_stage(
+    prof, split, original, tuned, artifacts_dir, device=device, force=force, tag={"headline": True}
+)
+where = "held-out scenes" if split.val else "the official evaluation data"
+viz.table({v: {m: 100 * x for m, x in r.items()} for v, r in stats["results"]["seg"].items()},
+          f"semantic segmentation on {where} (%):")  # fmt: skip
+viz.table(stats["results"]["depth"], f"depth on {where} (RMSE in metres; AbsRel and δ<1.25 as shares):")
+
+# %% [markdown]
+# ## The presenter's figures
+# Computed once for the report (stage `figures`, cached) on the first held-out scene: the paper's Figure 1 counterpart
+# (image | DINOv2 | rendered 3D-aware features | fine-tuned, one PCA basis per row), k-means with one shared
+# clustering, the probes' predictions, and matched points across two views.
+
+# %%
+from fit3d_helpers import figures
+
+fig_data = figures.figure_data(prof, split, original, tuned, artifacts_dir).torch("figures.pt") if split.val else None
+
+# %% [markdown]
+# **Figure 1, ours.** *What to look at:* the rendered column is the 3D-consistent target; the fine-tuned column should
+# move from the DINOv2 column towards it. With pretrained weights the rendered and fine-tuned maps are smoother within
+# objects and keep sharp borders; with random weights all maps mostly echo the image's colours.
+
+# %%
+if fig_data is not None:
+    figures.draw_figure1(fig_data, random_weights=original.is_random);
+
+# %% [markdown]
+# **Predictions beside the ground truth**, for held-out views: segmentation (class colours as in notebook 01) and depth
+# (colour bar in metres). *What to look at:* FiT3D (concat) against the original; with random weights both are coarse.
+
+# %%
+ex = torch.load(Path(stats["path"]) / "examples.pt", weights_only=True) if split.val else None
+if ex is not None:
+    figures.draw_probe_predictions(ex, stats["classes"], prof.data.max_depth);
+
+# %% [markdown]
+# ## 3D awareness: correspondences across views
+# For pairs of views of held-out scenes, the true correspondence of each token comes from depth and poses (notebook
+# 01's reprojection). *recall@14px*: the nearest neighbour in feature space lands within 14 pixels of the truth;
+# *chance*: the same for a random token; *cos_true* vs *cos_random*: similarity of corresponding vs random token pairs.
+# The paper does not measure this; it is the course's own check of "3D awareness".
+
+# %%
+if stats["awareness"]:
+    viz.table(stats["awareness"], "correspondence on held-out scenes:")
+
+# %% [markdown]
+# **Matched points across two views.** Points of the left view joined to their nearest-neighbour match on the right,
+# green when within 14 px of the truth. *What to look at:* more green lines after fine-tuning with real weights.
+
+# %%
+if fig_data is not None and "uv_a" in fig_data:
+    figures.draw_matches(fig_data);
+
+# %% [markdown]
+# ## What the paper reports (not our numbers)
+# DINOv2 ViT-S/14 linear probes, original → FiT3D (= original ⊕ fine-tuned). Our smoke run uses small synthetic
+# rooms and, offline, a randomly initialised backbone: compare directions, not values. The report puts every table
+# beside ours.
+
+# %%
+from fit3d_helpers import paper
+
+viz.table(
+    {
+        ds: {"seg mIoU DINOv2": a, "seg mIoU FiT3D": b, "depth RMSE DINOv2": c, "depth RMSE FiT3D": d}
+        for ds, (a, b, c, d) in paper.main_summary().items()
+    },
+    "reported by the paper (arXiv 2407.20229v1, Tables 1-3; not ours):",
+)
+
+# %% [markdown]
+# ## Takeaways
+# * A linear probe on frozen features measures what the features already contain; FiT3D's gain is concat over
+#   original, and the dup control shows it is not the extra width.
+# * Depth reads the last block *before* the final LayerNorm and the original model's CLS token, as the official
+#   evaluation; SigLoss compares log depths, so it ignores a global scale in its variance term.
+# * The correspondence check asks the 3D question directly: do the features of one 3D point match across views?
+
+# %%
+viz.notebook_time()
