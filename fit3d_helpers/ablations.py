@@ -21,6 +21,7 @@ import numpy as np
 from . import cache, pipeline
 from .backbone import Backbone
 from .lift import LiftResult, refit_features
+from .probe import probe_settings_key
 from .profiles import Profile, SceneSplit
 
 # name: (what it varies, whose ablation it is)
@@ -145,7 +146,7 @@ def run_ablations(
         "ablations": dataclasses.asdict(prof.ablations),
         "lift": dataclasses.asdict(prof.lift),
         "finetune": dataclasses.asdict(prof.finetune),
-        "probe": dataclasses.asdict(prof.probe),
+        "probe": probe_settings_key(prof.probe),
         "scenes": [cache.scene_id(p) for p in split.train + split.val],
         "n_val_lift": prof.data.n_val_lift,
     }

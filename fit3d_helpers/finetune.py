@@ -390,7 +390,8 @@ def train_step(
     if cfg.flip:
         images, targets, weights = random_hflip(images, targets, weights, generator=flip_generator)
     dev = backbone.device
-    tokens = runner(backbone.preprocess(images.to(dev)))  # [B, prefix + h*w, D], after the final norm
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=backbone.bf16):
+        tokens = runner(backbone.preprocess(images.to(dev))).float()  # [B, prefix + h*w, D], after the final norm
     h, w = targets.shape[-2:]
     patch = tokens[:, backbone.model.num_prefix_tokens :].transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
     loss = masked_l1(patch, targets.to(dev), weights.to(dev))

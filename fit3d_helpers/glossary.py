@@ -116,7 +116,7 @@ GLOSSARY: tuple[Term, ...] = (
         "The decoder",
         "One 3×3 convolution without bias from the 64-d rendered feature map to the backbone's 384 channels, fitted "
         "per scene together with the Gaussians. Keeping 64-d per Gaussian instead of 384-d saves memory and time "
-        f"(the paper's Table 5, {paper.cite(5)}).",
+        f"({paper.cite(5)}).",
     ),
     Term(
         "Multi-view consistency",
@@ -128,7 +128,7 @@ GLOSSARY: tuple[Term, ...] = (
         "Fine-tuning updates all of the backbone's weights (FiT3D: full fine-tuning for one epoch). LoRA freezes a "
         "weight $W$ and learns a low-rank update, $W + \\tfrac{\\alpha}{r} B A$ (the course's own ablation: rank 4 on "
         "the qkv projections of the last 4 blocks). An adapter adds a new trainable module on a frozen backbone (the "
-        f"paper's Table 6: one Swin block on frozen DINOv2, {paper.cite(6)}).",
+        f"paper's: one Swin block on frozen DINOv2, {paper.cite(6)}).",
     ),
     Term(
         "Linear probe",

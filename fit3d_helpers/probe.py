@@ -896,6 +896,14 @@ def cached_features(
     return (f["patch"], f["cls"]) if norm else (f["patch_pre"], f["cls_pre"])
 
 
+def probe_settings_key(cfg: Any) -> dict[str, Any]:
+    """The probe settings that change results (a ``ProbeConfig`` as a dict without where the data lie and how many
+    loader workers run: moving ``eval_data`` or adding workers keeps the artifact)."""
+    import dataclasses as _dc
+
+    return {k: v for k, v in _dc.asdict(cfg).items() if k not in ("eval_root", "num_workers")}
+
+
 def _variant_features(variant: str, orig: Tensor, ft: Tensor) -> tuple[Feats, str | None]:
     """What the probe trainers take for a variant: one tensor, or a pair + assembly. ``dup`` is the paper's control
     (arXiv 2407.20229v1, Table 13): the original features concatenated with themselves, as wide as FiT3D's."""
@@ -942,7 +950,6 @@ def run_probes(
     batches in DataLoader workers (0: in the main process, on the training device; the results do not depend on it
     beyond float rounding, each sample's augmentation being seeded by (seed, task, step, slot)).
     """
-    import dataclasses as _dc
 
     from . import awareness as A
     from . import cache
@@ -978,7 +985,7 @@ def run_probes(
         "finetuned": finetuned.identity(),
         "train": [cache.scene_id(p) for p in train_scenes],
         "val": [cache.scene_id(p) for p in val_scenes],
-        "probe": _dc.asdict(cfg),
+        "probe": probe_settings_key(cfg),
         "max_depth": max_depth,
         "seed": seed,
     }
@@ -1848,7 +1855,7 @@ def _run_probes_official(
         "stage": "probe",
         "original": original.identity(),
         "finetuned": finetuned.identity(),
-        "probe": dataclasses.asdict(cfg),
+        "probe": probe_settings_key(cfg),
         "seed": seed,
         "official": dataclasses.asdict(settings),
         "seg_sets": [seg_tr.key(), seg_va.key()],

@@ -14,11 +14,22 @@ Everything this module writes opens offline: no ``<script src="http…">`` and n
 * A red random-weights banner goes at the top of a page when the notebook's outputs contain
   :data:`~fit3d_helpers.utils.RANDOM_WEIGHTS_BANNER`, or when the caller passes ``banner``.
 
-:func:`build_index` writes ``report/index.html`` (the run, the method, the headline probe numbers, the paper's
-tables beside ours, the ablations) and ``report/artifacts.html`` (every artifact, one table per stage) from
-``report/run.json`` (see :mod:`fit3d_helpers.runner`) and the artifacts (:func:`fit3d_helpers.cache.iter_artifacts`),
-with the Jinja2 templates in ``fit3d_helpers/templates``. The only typed numbers in them are the paper's, taken
-from :mod:`fit3d_helpers.paper` and labelled with their table.
+:func:`build_report` (what the runner calls after a batch) draws the presenter's figures into ``report/figures/``
+(:func:`export_figures`, with :func:`fit3d_helpers.figures.export_pngs`) and then :func:`build_index` writes the
+report's own pages from ``report/run.json`` (see :mod:`fit3d_helpers.runner`) and the artifacts
+(:func:`fit3d_helpers.cache.iter_artifacts`), with the Jinja2 templates in ``fit3d_helpers/templates``:
+
+* ``index.html``: the method diagram, the four figures with what to look at, the headline probe numbers, the paper's
+  Tables 1–5, 7, 8, 13 (and 9–12) beside ours, the ablations, where the course deviates from the paper, the run;
+* ``slides.html``: the deck (:mod:`fit3d_helpers.slides`), one offline file;
+* ``glossary.html``: glossary and examiner questions (:mod:`fit3d_helpers.glossary`);
+* ``fidelity.html``: ``docs/fidelity.md`` rendered, so the links to it work from the report folder;
+* ``artifacts.html``: the appendix, every artifact, one table per stage.
+
+The only typed numbers in them are the paper's, taken from :mod:`fit3d_helpers.paper` and labelled with their
+table. Under random weights no difference of ours is coloured or worded as a gain.
+
+Notebook pages hide their code cells by default (a "show code" button at the top shows them; outputs stay).
 """
 
 from __future__ import annotations
@@ -41,16 +52,25 @@ from .utils import RANDOM_WEIGHTS_BANNER, read_json
 
 __all__ = [
     "BANNER_CLASS",
+    "FIGURE_INFO",
+    "FIGURES_DIR",
     "REMOTE_PATTERNS",
+    "SLIDE_FIGURES",
     "STAGE_ORDER",
     "apply_banner",
     "banner_html",
+    "build_fidelity",
+    "build_glossary",
     "build_index",
+    "build_report",
+    "export_figures",
     "export_html",
+    "fidelity_source",
     "find_remote_resources",
     "notebook_has_random_banner",
     "random_weights_artifacts",
     "render_markdown_math",
+    "report_context",
     "scan_artifacts",
     "strip_remote_resources",
 ]
@@ -957,8 +977,8 @@ FIGURE_INFO: dict[str, FigureInfo] = {
         "Linear-probe predictions",
         "Held-out views: image, ground truth, the probe on the original features, the probe on FiT3D's features "
         "(original ⊕ fine-tuned), for segmentation and depth. Compare edges and flat surfaces with the ground truth.",
-        "With real weights both probes give recognisable rooms and the paper reports sharper, more accurate maps "
-        "with FiT3D; with random weights both give coarse blobs and their difference is noise.",
+        "With real weights both probes give recognisable rooms, and the paper reports better scores and shows "
+        "sharper maps with FiT3D; with random weights both give coarse blobs and their difference is noise.",
         "the headline probe artifact, written by notebook 04 (04_probe)",
     ),
     "matches": FigureInfo(
@@ -1451,7 +1471,7 @@ def build_fidelity(report_dir: str | Path, ctx: Mapping[str, Any] | None = None)
         "fidelity.html.j2",
         page="fidelity.html",
         body=_markup(body),
-        source=str(src) if src else "docs/fidelity.md",
+        source="docs/fidelity.md",
         **ctx["common"],
     )
     out = report_dir / "fidelity.html"

@@ -62,12 +62,19 @@ def _ours_label(ctx: Mapping[str, Any]) -> str:
     return f"ours: {where}"
 
 
+def _slide_delta(a: float | None, b: float | None, higher: bool, digits: int, *, random: bool) -> Cell:
+    c = _delta_cell(a, b, higher, digits, random=random)
+    if random and c.note:
+        c.note = "not a result"
+    return c
+
+
 def _compact_main(ctx: Mapping[str, Any], task: str) -> Table:
     """The paper's Table 1 (segmentation) or Table 2 (depth) in its headline metric, then ours."""
     probe = ctx.get("probe")
-    metric, digits, label = ("miou", 2, "mIoU (%) ↑") if task == "seg" else ("rmse", 4, "RMSE ↓")
+    metric, digits = ("miou", 2) if task == "seg" else ("rmse", 4)
     table = 1 if task == "seg" else 2
-    head = [[_th("dataset"), _th(f"original {label}"), _th(f"FiT3D {label}"), _th("Δ")]]
+    head = [[_th("dataset"), _th("original"), _th("FiT3D"), _th("Δ")]]
     rows = []
     for c in paper.main_rows(task):  # type: ignore[arg-type]
         if c.table != table:
@@ -92,12 +99,28 @@ def _compact_main(ctx: Mapping[str, Any], task: str) -> Table:
                     Cell(_ours_label(ctx), bold=True),
                     _cell(o, fixed=digits),
                     _cell(f, fixed=digits),
-                    _delta_cell(o, f, task == "seg", digits, random=_is_random(probe)),
+                    _slide_delta(o, f, task == "seg", digits, random=_is_random(probe)),
                 ],
                 cls="ours",
             )
         )
-    return Table(head, rows, caption=f"{paper.cite(table)}; FiT3D = original ⊕ fine-tuned; ours: original vs concat")
+    return Table(head, rows, caption=f"{paper.cite(table)} · ours: original vs concat")
+
+
+def _variants_table(headline: Mapping[str, Any] | None) -> Table | None:
+    """The headline probe's variants × the metrics (no counts such as ``n_valid``)."""
+    from .report import _METRIC_ORDER, _probe_model
+
+    if headline is None:
+        return None
+    results = {
+        task: {
+            v: {m: x for m, x in r.items() if m in _METRIC_ORDER[task]} for v, r in vs.items() if isinstance(r, Mapping)
+        }
+        for task, vs in (headline["stats"].get("results") or {}).items()
+        if task in _METRIC_ORDER and isinstance(vs, Mapping)
+    }
+    return _probe_model(results, None)["metrics"]
 
 
 def _awareness_table(ctx: Mapping[str, Any]) -> Table | None:
@@ -234,11 +257,15 @@ def deck_context(ctx: Mapping[str, Any], *, inline_figures: bool = True) -> dict
         f["name"]: f
         for f in _figure_models(ctx["report_dir"], ctx["random"], ctx["figure_errors"], inline=inline_figures)
     }
-    if figs.get("probe_predictions_slide", {}).get("src"):  # one example reads on a projector; three do not
+    if figs["probe_predictions_slide"]["src"]:  # one example reads on a projector; three do not
         figs["probe_predictions"] = dict(figs["probe_predictions"], src=figs["probe_predictions_slide"]["src"])
+    figs["stage1"] = figs["stage1_slide"] if figs["stage1_slide"]["src"] else figs["figure1"]
     run = ctx["run"]
-    weights = ", ".join(f"{b} ({w} weights)" for b, w in ctx["weights"]) or "no backbone recorded yet"
     headline = ctx["headline"]
+    if headline is not None:
+        weights = f"{headline['backbone']} ({headline['weights']} weights)"
+    else:
+        weights = ", ".join(f"{b} ({w} weights)" for b, w in ctx["weights"]) or "no backbone recorded yet"
     dev = ctx["deviations"]
     assert set(FIGURE_INFO) <= set(figs)
     return {
@@ -254,6 +281,7 @@ def deck_context(ctx: Mapping[str, Any], *, inline_figures: bool = True) -> dict
         "seg": _compact_main(ctx, "seg"),
         "depth": _compact_main(ctx, "depth"),
         "headline": headline,
+        "variants": _variants_table(headline),
         "awareness": _awareness_table(ctx),
         "control": _control_table(ctx),
         "assembly": _assembly_table(ctx),

@@ -379,6 +379,20 @@ def weights_banner(weights: str) -> None:
         print(f"backbone weights: {weights}")
 
 
+_SHARES = ("miou", "macc", "aacc", "delta1", "recall@", "chance@")
+
+
+def in_percent(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Shares (mIoU, mAcc, aAcc, δ<1.25, recall@…, chance@…) in %, as the paper writes them; other values unchanged."""
+    return {
+        r: {
+            k + (" (%)" if k.startswith(_SHARES) else ""): (100 * v if k.startswith(_SHARES) else v)
+            for k, v in vals.items()
+        }
+        for r, vals in rows.items()
+    }
+
+
 def table(rows: list[dict] | dict, title: str | None = None) -> None:
     """Show a small table (list of dicts, or dict of dicts) as HTML with 4 significant digits."""
     import pandas as pd

@@ -141,9 +141,8 @@ stats = pipeline.probe_stage(
     prof, split, original, tuned, artifacts_dir, device=device, force=force, tag={"headline": True}
 )
 where = "held-out scenes" if split.val else "the official evaluation data"
-viz.table({v: {m: 100 * x for m, x in r.items()} for v, r in stats["results"]["seg"].items()},
-          f"semantic segmentation on {where} (%):")  # fmt: skip
-viz.table(stats["results"]["depth"], f"depth on {where} (RMSE in metres; AbsRel and δ<1.25 as shares):")
+viz.table(viz.in_percent(stats["results"]["seg"]), f"semantic segmentation on {where}:")
+viz.table(viz.in_percent(stats["results"]["depth"]), f"depth on {where} (RMSE in metres, AbsRel as a ratio):")
 
 # %% [markdown]
 # ## The presenter's figures
@@ -183,7 +182,7 @@ if ex is not None:
 
 # %%
 if stats["awareness"]:
-    viz.table(stats["awareness"], "correspondence on held-out scenes:")
+    viz.table(viz.in_percent(stats["awareness"]), "correspondence on held-out scenes:")
 
 # %% [markdown]
 # **Matched points across two views.** Points of the left view joined to their nearest-neighbour match on the right,

@@ -4,9 +4,12 @@
     python scripts/check_report_browser.py                      # report/index.html + every page it links
     python scripts/check_report_browser.py report/02_lift.html --screenshot shots/
 
-Checks each page for: plotly figures drawn, no network request, no uncaught JavaScript exception, no broken
-image, math laid out as MathML (see fit3d_helpers/browser.py). Exit status 0 when all pages pass, 1 otherwise
-(one line per problem), 2 when Chromium or the playwright package is missing. Playwright drives the system's
+Checks each page for: plotly figures drawn, no network request, no uncaught JavaScript exception, every image
+decodes, math laid out as MathML (see fit3d_helpers/browser.py). The slide deck (report/slides.html) is opened at
+1280x720: → must move to slide 2 (← back, Home, End), no slide may spill past its footer, and --screenshot saves
+every slide (slides-NN.png). Notebook pages must hide their code at load and show it with the "show code" button.
+Exit status 0 when all pages pass, 1 otherwise (one line per problem), 2 when Chromium or the playwright package is
+missing. Playwright drives the system's
 Chromium (Debian: ``apt-get install -y chromium``); nothing is downloaded.
 """
 

@@ -7,7 +7,6 @@ where it must, and renders in headless Chromium when Chromium is installed (scri
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import shutil
 import sys
@@ -44,7 +43,10 @@ def test_every_notebook_runs_at_smoke_defaults(course: dict) -> None:
         "05_ablations.html",
         "06_your_photo.html",
         "artifacts.html",
+        "fidelity.html",
+        "glossary.html",
         "index.html",
+        "slides.html",
     ]
     print("\nwall seconds per notebook:", {n["name"]: round(n["wall_s"], 1) for n in record["notebooks"]})
 
@@ -55,12 +57,15 @@ def test_report_is_offline_and_flags_random_weights(course: dict) -> None:
         text = page.read_text()
         assert not re.search(r"""<script[^>]+src=["']?http""", text), page.name
         assert not re.search(r"""<link[^>]+href=["']?http""", text), page.name
-    stats = [json.loads(p.read_text()) for p in course["artifacts"].glob("*/*/stats.json")]
+    from fit3d_helpers.cache import iter_artifacts
+    from fit3d_helpers.profiles import PROBE_VARIANTS
+
+    stats = [a.stats for a in iter_artifacts(course["artifacts"])]
     if any(s.get("weights") == "random" for s in stats):
         for page in course["report"].glob("*.html"):
             assert "RANDOM WEIGHTS" in page.read_text(), f"{page.name} lacks the random-weights banner"
     probe = [s for s in stats if s.get("stage") == "probe" and s.get("headline")]
-    assert probe and set(probe[0]["results"]["seg"]) == {"original", "finetuned", "concat", "add", "linear"}
+    assert probe and set(probe[0]["results"]["seg"]) == set(PROBE_VARIANTS)
     assert {"lift", "finetune", "probe", "ablations", "data"} <= {s.get("stage") for s in stats}
 
 

@@ -20,8 +20,14 @@ def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
 
 
 def test_there_are_six_notebooks_each_with_its_pair() -> None:
-    assert [p.stem for p in SOURCES] == ["01_data", "02_lift_to_gaussians", "03_finetune", "04_probe", "05_ablations",
-                                        "06_your_photo"]
+    assert [p.stem for p in SOURCES] == [
+        "01_data",
+        "02_lift_to_gaussians",
+        "03_finetune",
+        "04_probe",
+        "05_ablations",
+        "06_your_photo",
+    ]
     assert sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) == [p.stem for p in SOURCES]
 
 

@@ -323,8 +323,10 @@ def test_build_index_tables_from_stats(tmp_path):
     assert {f"arXiv 2407.20229v1, Table {n}" for n in (4, 9, 10, 11, 12)} == sources
     assert any(row_texts(r)[1] == "DeiT-III" for r in more)
     # assembly: the paper's Table 7 beside our variants
-    assembly = {row_texts(r)[1]: row_texts(r) for r in table_with(index, "assembly")[1:]}
-    assert assembly["concat"][2:] == ["67.50", "44.56"] and assembly["add"][2:] == ["66.00", "43.11"]
+    # (paper mIoU, mAcc, aAcc, then ours)
+    assembly = {row_texts(r)[1]: row_texts(r) for r in table_with(index, "assembly")[2:]}
+    assert assembly["concat"][2:] == ["67.50", "80.52", "83.37", "44.56", "55.67", "76.78"]
+    assert assembly["add"][2:] == ["66.00", "77.97", "82.85", "43.11", "54.11", "75.11"]
     assert "arXiv 2407.20229v1, Table 7" in index and "arXiv 2407.20229v1, Table 13" in index
 
     # the artifacts page: stage tables with the scalar stats, nested one level, lists left out; no incomplete ones
@@ -382,9 +384,9 @@ def test_build_index_ablation_tables(tmp_path):
     }
     _artifact(arts, "ablations", {}, {"stage": "ablations", "profile": "smoke", "weights": "hub", "rows": rows})
     index = build_index(rep, arts, {"profile": "smoke"}).read_text()
-    assert "Ablation <code>epochs</code> (notebook 05)" in index and "seg_miou_concat" in index
+    assert "ours: ablation <code>epochs</code> (notebook 05)" in index and "seg_miou_concat" in index
     ours = {row_texts(r)[0]: row_texts(r)[1:] for r in table_with(index, "depth_rmse_concat")[1:]}
-    assert ours == {"1": ["0.9", "0.1234"], "2": ["0.8", "0.2345"]}
+    assert ours == {"1": ["0.1234", "0.9"], "2": ["0.2345", "0.8"]}  # results first: seg, then depth
     # the paper's Table 8 beside ours, matched by epochs, ours in percent
     t8 = {row_texts(r)[0]: row_texts(r) for r in table_with(index, "fine-tuning time (h)")[1:]}
     assert t8["1 epoch"][2] == "67.50" and t8["1 epoch"][5] == "12.34" and t8["2 epochs"][5] == "23.45"
@@ -465,7 +467,14 @@ def test_browser_renders_plotly_and_math_offline(plotly_page, tmp_path):
     for what in ("not drawn", "TeX left", "broken image", "boom"):
         assert what in problems, (what, problems)
     # the report list: index first, then the pages it links
-    assert [p.name for p in check.report_pages(plotly_page.parent)] == ["index.html", "artifacts.html", "01_plots.html"]
+    assert [p.name for p in check.report_pages(plotly_page.parent)] == [
+        "index.html",
+        "slides.html",
+        "glossary.html",
+        "fidelity.html",
+        "artifacts.html",
+        "01_plots.html",
+    ]
 
 
 @needs_chromium
@@ -494,3 +503,23 @@ def test_browser_check_exit_status_without_browser(tmp_path, monkeypatch, capsys
     monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # the package is missing
     assert browser.main([str(index)]) == 2 and "playwright" in capsys.readouterr().err
     assert browser.main([str(tmp_path / "none.html")]) == 2  # status 2 comes before any page is opened
+
+
+def test_paper_ablations_shown_without_ours(tmp_path):
+    """Tables 5–8 and 13 are on the index even before notebook 05 ran; ours fills in where the probe has the variant."""
+    arts, rep = tmp_path / "artifacts", tmp_path / "report"
+    results = {t: dict(v) for t, v in PROBE["results"].items()}
+    results["seg"]["dup"] = {"miou": 0.4133, "macc": 0.5, "aacc": 0.7}
+    results["depth"]["dup"] = {"rmse": 0.6101, "absrel": 0.2, "delta1": 0.7}
+    _artifact(arts, "probe", {}, dict(PROBE, results=results))
+    index = build_index(rep, arts, {"profile": "smoke"}).read_text()
+    for n in (5, 6, 7, 8, 13):
+        assert f"arXiv 2407.20229v1, Table {n}" in index, n
+    assert index.count("no ablations artifact yet (notebook 05 makes it)") == 3  # Tables 5, 6, 8
+    t8 = {row_texts(r)[0]: row_texts(r) for r in table_with(index, "fine-tuning time (h)")[1:]}
+    assert t8["1 epoch"][2] == "67.50" and t8["1 epoch"][5] == "—"
+    control = {row_texts(r)[1]: row_texts(r) for r in table_with(index, "features")[2:]}
+    assert control["dup"][2:] == ["30.31", "0.3676", "41.33", "0.6101"]  # Table 13's control beside our dup
+    assert "<code>dup</code> = the original features twice" in index
+    # δ<1.25 is ours only, and the page says so beside the headline table
+    assert "δ&lt;1.25: ours only: the paper reports RMSE and Rel, no δ&lt;1.25." in index

@@ -224,7 +224,16 @@ def test_pages_offline_with_banner_everywhere(batch):
     root, run, _ = batch
     report = root / "report"
     pages = sorted(report.glob("*.html"))
-    assert {p.name for p in pages} == {"01_ok.html", "02_random.html", "03_fail.html", "index.html", "artifacts.html"}
+    assert {p.name for p in pages} == {
+        "01_ok.html",
+        "02_random.html",
+        "03_fail.html",
+        "index.html",
+        "artifacts.html",
+        "slides.html",
+        "glossary.html",
+        "fidelity.html",
+    }
     for p in pages:
         text = p.read_text()
         for pat in REMOTE_PATTERNS:

@@ -398,3 +398,38 @@ def test_browser_notebook_code_toggle(tmp_path):
     (r,) = _browser_check().check_pages([page], budget_s=20)
     assert r.ok, r.problems
     assert r.code_toggle == "ok"  # hidden at load, shown after a click, outputs visible throughout
+
+
+def test_finish_report_builds_every_page_and_the_figures(tmp_path):
+    """What the runner does after a batch: banner on the notebook pages, figures, index, slides, glossary, fidelity."""
+    from fit3d_helpers import runner
+
+    arts, rep = tmp_path / "artifacts", tmp_path / "report"
+    make_artifacts(arts)
+    rep.mkdir()
+    (rep / "01_data.html").write_text("<html><body><main>nb</main></body></html>")
+    lines: list[str] = []
+    runner._finish_report(rep, arts, dict(RUN), lines.append)
+    for page in ("index.html", "slides.html", "glossary.html", "fidelity.html", "artifacts.html"):
+        assert BANNER_MARK in (rep / page).read_text(), page  # random weights: every page says so
+    assert BANNER_MARK in (rep / "01_data.html").read_text()
+    assert {p.stem for p in (rep / "figures").glob("*.png")} >= set(FIGS)
+    assert any("slides: slides.html" in line and "figure1" in line for line in lines), lines
+
+
+def test_one_broken_figure_leaves_the_others(tmp_path):
+    arts, rep = tmp_path / "artifacts", tmp_path / "report"
+    make_artifacts(arts, figures=False, ablations=False)
+    data = figures_data()
+    del data["rendered"]  # an artifact of another format: figure 1 cannot be drawn, k-means and matches can
+
+    def make(out: Path, resume: Path) -> dict:
+        torch.save(data, out / "figures.pt")
+        return {"stage": "figures", "profile": "smoke", "weights": "random"}
+
+    cache.build("figures", {"stage": "figures"}, arts, make)
+    out = build_report(rep, arts, {"profile": "smoke"})
+    assert {"kmeans", "matches", "probe_predictions"} <= set(out["figures"]) and "figure1" not in out["figures"]
+    assert "KeyError" in out["figure_errors"]["figure1"]
+    block = re.search(r'<figure class="fig" id="fig-figure1">(.*?)</figure>', (rep / "index.html").read_text(), re.S)
+    assert "Not drawn: KeyError" in block.group(1)

@@ -71,3 +71,30 @@ def test_moved_artifacts_are_found_by_the_next_stage(tmp_path, tiny_dataset, vit
     assert [f.hash for f in found] == [m.hash for m in made]
     with pytest.raises(MissingArtifact, match="run notebook 02_lift_to_gaussians first"):
         pipeline.lifts_for(prof, vit_small, split.train, tmp_path / "a")  # the old place is empty now
+
+
+def test_nyu_profile_probes_the_official_evaluation_data(tmp_path, vit_small, monkeypatch) -> None:
+    """The `nyu` profile (probes only, official protocol) reads eval_data/nyuv2 and eval_data/nyu; the artifact does
+    not depend on where eval_data lies."""
+    from fit3d_helpers import evaldata
+    from fit3d_helpers.backbone import load_backbone
+
+    for where in ("a", "b"):
+        evaldata.write_fake_nyuv2(tmp_path / where / "nyuv2", n_train=4, n_val=2, size=(48, 64))
+        evaldata.write_fake_nyu(tmp_path / where / "nyu", n_train=4, n_test=2, size=(48, 64))
+    over = {"probe.eval_root": str(tmp_path / "a"), "probe.seg_steps": 2, "probe.depth_steps": 2,
+            "probe.seg_batch_size": 2, "probe.depth_batch_size": 2, "probe.official_scale": 0.1,
+            "probe.num_workers": 0}  # fmt: skip
+    prof = load_profile("nyu", over)
+    split, stats = pipeline.data_stage(prof, tmp_path / "art")
+    assert split.train == split.val == [] and len(split.classes) == 13 and stats["train_scenes"] == 0
+    tuned = load_backbone("dinov2_small", "random", device="cpu", seed=1)  # stands in for the released checkpoint
+    res = pipeline.probe_stage(prof, split, vit_small, tuned, tmp_path / "art", device="cpu", tag={"headline": True})
+    assert set(res["results"]["seg"]) == {"original", "concat"} and set(res["results"]["depth"]) == {
+        "original",
+        "concat",
+    }
+    assert res["awareness"] == {}  # no poses in NYUv2: the correspondence check is for scenes
+    moved = pipeline.probe_stage(load_profile("nyu", {**over, "probe.eval_root": str(tmp_path / "b")}), split,
+                                 vit_small, tuned, tmp_path / "art", device="cpu")  # fmt: skip
+    assert moved["path"] == res["path"]  # found, not recomputed: eval_data's location is not part of the key
