@@ -272,6 +272,14 @@ class Backbone:
         self.model.train(was_training)
         return torch.cat(patches), torch.cat(clss)
 
+    def state_version(self) -> tuple[int, ...]:
+        """Changes whenever the model's weights change (optimiser steps, ``load_state_dict``, a ``.data`` swap such as
+        a LoRA merge): the key of in-process memos of its features. PyTorch counts every in-place write to a tensor in
+        ``Tensor._version``; a swap moves its storage. (Writes through ``p.data`` bypass both; this package has none.)
+        """
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return (id(self.model), *(x for t in tensors for x in (t.data_ptr(), t._version)))
+
     def identity(self) -> dict[str, str]:
         """What artifact keys record about the model: portable (a weights file by its content, not its path)."""
         w = self.source_id or self.weights

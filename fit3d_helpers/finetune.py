@@ -167,6 +167,7 @@ def scene_targets(
                     backend=backend,
                     near=cfg.near_plane,
                     max_alpha=cfg.max_alpha,
+                    remember=True,  # the refits of one lift share its geometry (notebook 05)
                 )
                 targets.append(decode_to_grid(decoder, feats, (h, w), cfg.feature_factor)[0].cpu())
                 if mask == "alpha":

@@ -17,6 +17,7 @@ import functools
 import math
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,18 @@ from .cache import Artifact, scene_id
 from .data import Scene, check_resolution, load_scene, project
 from .gaussians import activated, init_gaussians, sh_to_rgb
 from .profiles import LiftConfig, holdout_split
-from .render import composite_weights, rasterize_with_info, render_with_weights
+from .render import frozen_weights, geometry_digest, rasterize_with_info, resolve_backend
 from .strategy import make_optimizers, make_strategy, state_to
-from .utils import DEFAULT_ARTIFACTS, progress, rng_state, save_torch, seed_everything, set_rng_state, write_json
+from .utils import (
+    DEFAULT_ARTIFACTS,
+    progress,
+    rng_state,
+    save_torch,
+    seed_everything,
+    set_rng_state,
+    tensor_digest,
+    write_json,
+)
 
 _CHECKPOINT_FORMAT = 4  # 3: + RNG states (a resumed fit equals an uninterrupted one); 4: + the view stack
 
@@ -188,8 +198,28 @@ def points_in_view_volume(scene: Scene, n: int, seed: int, min_share: float = 0.
     return xyz.astype(np.float32), np.full_like(xyz, 0.5, dtype=np.float32)
 
 
-def prepare_scene(scene: Scene, backbone: Backbone, cfg: LiftConfig) -> PreparedScene:
-    """Resize images to the training resolution and compute the backbone's target features once."""
+# The backbone's features of a few scenes' views, kept in this process: notebook 05 refits every lift six times and
+# each refit needs the same targets. Keyed by the model's state (Backbone.state_version) and the images' content.
+_FEATURES_MEMO: OrderedDict[tuple, Tensor] = OrderedDict()
+_FEATURES_MEMO_SCENES = 8
+
+
+def scene_features(backbone: Backbone, images: Tensor) -> Tensor:
+    """``backbone.features`` of ``images [V, 3, H, W]`` -> ``[V, D, h, w]``, remembered for the next call."""
+    key = (backbone.state_version(), tensor_digest(images))
+    if key in _FEATURES_MEMO:
+        _FEATURES_MEMO.move_to_end(key)
+        return _FEATURES_MEMO[key]
+    feats, _ = backbone.features(images, batch_size=4)
+    _FEATURES_MEMO[key] = feats
+    while len(_FEATURES_MEMO) > _FEATURES_MEMO_SCENES:
+        _FEATURES_MEMO.popitem(last=False)
+    return feats
+
+
+def prepare_scene(scene: Scene, backbone: Backbone, cfg: LiftConfig, *, remember: bool = False) -> PreparedScene:
+    """Resize images to the training resolution and compute the backbone's target features once (``remember``: keep
+    them in this process for the next call, as the feature refits of one scene do)."""
     images_full = torch.stack(
         [torch.as_tensor(v.image, dtype=torch.float32).permute(2, 0, 1) for v in scene.views]
     )  # [V, 3, H, W]
@@ -200,7 +230,10 @@ def prepare_scene(scene: Scene, backbone: Backbone, cfg: LiftConfig) -> Prepared
     Ks[:, 0] *= tw / W
     Ks[:, 1] *= th / H
     viewmats = torch.stack([torch.as_tensor(v.world_to_cam, dtype=torch.float32) for v in scene.views])
-    targets, _ = backbone.features(images_full, batch_size=4)  # [V, D, h, w]
+    if remember:
+        targets = scene_features(backbone, images_full)  # [V, D, h, w]
+    else:
+        targets, _ = backbone.features(images_full, batch_size=4)  # [V, D, h, w]
     masks = view_masks(scene, (th, tw))  # [V, 1, th, tw]
     train, holdout = holdout_split(len(scene.views), cfg.holdout_every)
     centres = torch.stack([torch.as_tensor(v.cam_to_world[:3, 3], dtype=torch.float32) for v in scene.views])
@@ -293,11 +326,40 @@ def render_features(
     backend: str = "auto",
     near: float = 0.01,
     max_alpha: float = 0.999,
+    remember: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Low-dim features of C cameras with (by default) detached geometry: -> ([C, F, H, W], alphas [C, 1, H, W])."""
+    """Low-dim features of C cameras with (by default) detached geometry: -> ([C, F, H, W], alphas [C, 1, H, W]).
+
+    ``remember=True`` (frozen geometry rendered again and again, e.g. the fine-tuning targets of every feature refit
+    of one lift): on the PyTorch backend each view's compositing weights are kept (:func:`render.frozen_weights`)
+    and only the features are composited; the same numbers as a full render.
+    """
     g = activated(params)
     if detach_geometry:
         g = {k: v.detach() for k, v in g.items()}
+    if remember and detach_geometry and resolve_backend(backend, g["means"].device) == "torch":
+        geo = geometry_digest(g["means"], g["quats"], g["scales"], g["opacities"])
+        ones = torch.ones_like(params["features"][:, :1])
+        colors = torch.cat([params["features"], ones], dim=1)  # [N, F + 1]: the last channel composites the alpha
+        both = torch.stack(
+            [
+                frozen_weights(
+                    g["means"],
+                    g["quats"],
+                    g["scales"],
+                    g["opacities"],
+                    vm,
+                    K,
+                    width,
+                    height,
+                    near=near,
+                    max_alpha=max_alpha,
+                    geometry=geo,
+                )(colors)  # fmt: skip
+                for vm, K in zip(viewmats, Ks)
+            ]
+        ).permute(0, 3, 1, 2)  # [C, F + 1, H, W]
+        return both[:, :-1], both[:, -1:]
     feats, alphas, _ = rasterize_with_info(
         g["means"],
         g["quats"],
@@ -784,7 +846,7 @@ def refit_features(
     def make(out: Path, resume: Path) -> dict[str, Any]:
         seed_everything(cfg.seed)
         scene = load_scene(base.scene_path, include_test_frames=bool(base.config.get("test_frames")))
-        prep = prepare_scene(scene, backbone, cfg)
+        prep = prepare_scene(scene, backbone, cfg, remember=True)
         dev = backbone.device
         geometry = {k: v.to(dev) for k, v in base.params.items() if k not in ("features", "sh_degree")}
         n = geometry["means"].shape[0]
@@ -805,16 +867,16 @@ def refit_features(
         losses: dict[str, list[float]] = {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}
         t0 = time.time()
         # the geometry is frozen, so every view's compositing weights are too: compute them once (the pair work of a
-        # render), then each step only composites the features (same numbers as render_features)
+        # render; remembered across the refits of this lift), then each step only composites the features (same
+        # numbers as render_features)
         act = activated(geometry)
-        weights: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        geo = geometry_digest(act["means"], act["quats"], act["scales"], act["opacities"])
         for it in progress(range(cfg.iterations), desc=f"features {feature_dim}-d {scene.name}"):
             i = next_view(stack, prep.train_ids, gen)
-            if i not in weights:
-                weights[i] = composite_weights(act["means"], act["quats"], act["scales"], act["opacities"],
-                                               prep.viewmats[i], prep.Ks[i], W, H, near=cfg.near_plane,
-                                               max_alpha=cfg.max_alpha)  # fmt: skip
-            feats = render_with_weights(features, weights[i], W, H).permute(2, 0, 1)[None]  # [1, F, H, W]
+            view = frozen_weights(act["means"], act["quats"], act["scales"], act["opacities"], prep.viewmats[i],
+                                  prep.Ks[i], W, H, near=cfg.near_plane, max_alpha=cfg.max_alpha,
+                                  geometry=geo)  # fmt: skip
+            feats = view(features).permute(2, 0, 1)[None]  # [1, F, H, W]
             loss = feature_loss(
                 decode(decoder, feats, (h, w), cfg.feature_factor), prep.targets[i : i + 1], feat_masks[i : i + 1]
             )

@@ -53,11 +53,14 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .utils import tensor_digest
 
 __all__ = [
     "ALPHA_THRESHOLD",
@@ -65,7 +68,10 @@ __all__ = [
     "EPS2D",
     "MAX_ALPHA",
     "TRANSMITTANCE_THRESHOLD",
+    "Compositor",
     "composite_weights",
+    "frozen_weights",
+    "geometry_digest",
     "gsplat_available",
     "render_with_weights",
     "means2d_grad_stats",
@@ -73,6 +79,7 @@ __all__ = [
     "quat_to_rotmat",
     "rasterize",
     "rasterize_with_info",
+    "resolve_backend",
 ]
 
 # gsplat 1.5.3 constants (gsplat/cuda/include/Common.h, RasterizeToPixels3DGSFwd.cu, ProjectionEWA3DGSFused.cu).
@@ -594,8 +601,9 @@ def composite_weights(
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One camera's compositing weights as sparse triples: (pixel [P] = row·W + col, Gaussian [P], weight αT [P]),
-    sorted by pixel. With the geometry frozen they do not change, so a feature refit computes them once per view and
-    renders any colours as ``render_with_weights`` — the same numbers as ``rasterize`` (no pair work per step)."""
+    sorted by pixel (int32 indices). With the geometry frozen they do not change: a feature refit computes them once
+    per view (:func:`frozen_weights`) and renders any colours with them (:class:`Compositor`), the same numbers as
+    ``rasterize`` with no pair work per step."""
     viewmats, Ks = viewmat.reshape(1, 4, 4), K.reshape(1, 3, 3)
     N = means.shape[0]
     proj, flat, cam, g, bands = _setup(
@@ -609,26 +617,118 @@ def composite_weights(
         vis, pix, alpha, T, _, _ = res
         w = alpha * T
         keep = w > 0
-        pixels.append(pix[keep] + r0 * int(width))
-        gauss.append((flat - cam * N).index_select(0, vis[keep]))
+        pixels.append((pix[keep] + r0 * int(width)).int())
+        gauss.append((flat - cam * N).index_select(0, vis[keep]).int())
         weights.append(w[keep])
     if not pixels:
-        empty = torch.zeros(0, dtype=torch.long, device=means.device)
+        empty = torch.zeros(0, dtype=torch.int32, device=means.device)
         return empty, empty, torch.zeros(0, dtype=means.dtype, device=means.device)
     return torch.cat(pixels), torch.cat(gauss), torch.cat(weights)
 
 
+# Compositing weights of frozen geometry, kept between calls: the feature refits of one lift (every dimension and
+# feature path of notebook 05) and the fine-tuning targets rendered from them share their geometry, so each view's
+# pair work is done once per process. Keyed by content (a digest of the geometry and camera), bounded in bytes.
+WEIGHTS_CACHE_BYTES = 3 << 29  # 1.5 GiB
+_WEIGHTS_CACHE: OrderedDict[tuple, Compositor] = OrderedDict()
+
+
+def geometry_digest(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor) -> str:
+    """The key :func:`frozen_weights` remembers a geometry by (compute it once per loop, pass it as ``geometry``)."""
+    return tensor_digest(means, quats, scales, opacities)
+
+
+def frozen_weights(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmat: Tensor,
+    K: Tensor,
+    width: int,
+    height: int,
+    *,
+    near: float = 0.01,
+    max_alpha: float = MAX_ALPHA,
+    geometry: str | None = None,
+) -> Compositor:
+    """:func:`composite_weights` as a :class:`Compositor`, remembered (up to ``WEIGHTS_CACHE_BYTES``) for the next call
+    with the same geometry and camera. ``geometry`` is the digest of (means, quats, scales, opacities) when the caller
+    already has it."""
+    geometry = geometry or geometry_digest(means, quats, scales, opacities)
+    camera = tensor_digest(viewmat, K)
+    key = (geometry, camera, int(width), int(height), float(near), float(max_alpha), str(means.device))
+    hit = _WEIGHTS_CACHE.get(key)
+    if hit is not None:
+        _WEIGHTS_CACHE.move_to_end(key)
+        return hit
+    weights = composite_weights(
+        means, quats, scales, opacities, viewmat, K, width, height, near=near, max_alpha=max_alpha
+    )
+    comp = Compositor(weights, means.shape[0], width, height)
+    total = sum(c.nbytes for c in _WEIGHTS_CACHE.values()) + comp.nbytes
+    # over budget: drop other geometries' views, oldest first; never this geometry's (its views come round in a
+    # cycle, which an LRU would evict just before each is needed again): past the budget they are not kept
+    for k in [k for k in _WEIGHTS_CACHE if k[0] != geometry]:
+        if total <= WEIGHTS_CACHE_BYTES:
+            break
+        total -= _WEIGHTS_CACHE.pop(k).nbytes
+    if total <= WEIGHTS_CACHE_BYTES:
+        _WEIGHTS_CACHE[key] = comp
+    return comp
+
+
+class _SparseComposite(torch.autograd.Function):
+    """``A @ colors`` with the backward ``Aᵀ @ grad`` from a prepared transpose (both CSR: one sparse product each
+    way; PyTorch's own backward of a CSR product, or an embedding-bag's, is 4× slower on a CPU)."""
+
+    @staticmethod
+    def forward(ctx: Any, colors: Tensor, A: Tensor, At: Tensor) -> Tensor:
+        ctx.At = At
+        return A @ colors
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return ctx.At @ grad.contiguous(), None, None
+
+
+class Compositor:
+    """A view's fixed compositing weights as a sparse matrix: ``image [H·W, D] = A [H·W, N] @ colors [N, D]``.
+
+    Built once from :func:`composite_weights`' triples (``A`` and its transpose, CSR with int32 indices); calling it
+    renders any colours with frozen geometry, differentiably in the colours."""
+
+    def __init__(self, weights: tuple[Tensor, Tensor, Tensor], n_gaussians: int, width: int, height: int) -> None:
+        pix, gauss, w = weights
+        self.width, self.height, self.n_gaussians = int(width), int(height), int(n_gaussians)
+        n_pix, dev = self.width * self.height, w.device
+        pix, gauss = pix.to(torch.int32), gauss.to(torch.int32)
+        rows = torch.zeros(n_pix + 1, dtype=torch.int32, device=dev)
+        rows[1:] = torch.cumsum(torch.bincount(pix, minlength=n_pix), 0)
+        self.A = torch.sparse_csr_tensor(rows, gauss, w, (n_pix, self.n_gaussians), check_invariants=False)
+        order = torch.argsort(gauss, stable=True)
+        cols = torch.zeros(self.n_gaussians + 1, dtype=torch.int32, device=dev)
+        cols[1:] = torch.cumsum(torch.bincount(gauss, minlength=self.n_gaussians), 0)
+        pix_t, w_t = pix.index_select(0, order), w.index_select(0, order)
+        self.At = torch.sparse_csr_tensor(cols, pix_t, w_t, (self.n_gaussians, n_pix), check_invariants=False)
+        self.nbytes = sum(
+            t.numel() * t.element_size()
+            for m in (self.A, self.At)
+            for t in (m.crow_indices(), m.col_indices(), m.values())
+        )
+
+    def __call__(self, colors: Tensor) -> Tensor:
+        """``colors [N, D]`` -> ``[H, W, D]``."""
+        if colors.shape[0] != self.n_gaussians:
+            raise ValueError(f"colors must be [{self.n_gaussians}, D], got {tuple(colors.shape)}")
+        out = _SparseComposite.apply(colors, self.A.to(colors.dtype), self.At.to(colors.dtype))  # [H·W, D]
+        return out.view(self.height, self.width, -1)
+
+
 def render_with_weights(colors: Tensor, weights: tuple[Tensor, Tensor, Tensor], width: int, height: int) -> Tensor:
     """``colors [N, D]`` composited with fixed weights from :func:`composite_weights` -> ``[H, W, D]``.
-    Differentiable in ``colors`` (an embedding-bag over the pixel-sorted pairs)."""
-    pix, gauss, w = weights
-    n_pix = int(width) * int(height)
-    if pix.numel() == 0:
-        return colors.new_zeros(int(height), int(width), colors.shape[1]) + 0.0 * colors.sum()
-    counts = torch.bincount(pix, minlength=n_pix)
-    offsets = torch.cumsum(counts, 0) - counts
-    out = F.embedding_bag(gauss, colors, offsets, mode="sum", per_sample_weights=w.to(colors.dtype))  # [n_pix, D]
-    return out.view(int(height), int(width), -1)
+    Differentiable in ``colors`` (see :class:`Compositor`, which keeps the sparse matrices for the next call)."""
+    return Compositor(weights, colors.shape[0], width, height)(colors)
 
 
 def _torch_rasterize(
@@ -745,6 +845,13 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         raise ValueError(f"width and height must be positive, got {width}x{height}")
 
 
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """``"auto"``: gsplat for tensors on CUDA when its kernels load, else the PyTorch renderer."""
+    if backend == "auto":
+        return "gsplat" if (torch.device(device).type == "cuda" and gsplat_available()) else "torch"
+    return backend
+
+
 def rasterize_with_info(
     means: Tensor,
     quats: Tensor,
@@ -783,8 +890,7 @@ def rasterize_with_info(
         raise ValueError(f"geometry_channels must be in [0, {D}], got {geometry_channels}")
     if geometry_channels is not None and int(geometry_channels) == D:
         geometry_channels = None
-    if backend == "auto":
-        backend = "gsplat" if (means.device.type == "cuda" and gsplat_available()) else "torch"
+    backend = resolve_backend(backend, means.device)
     if backend == "gsplat":
         if abs(max_alpha - MAX_ALPHA) > 1e-12:
             _warn_gsplat_alpha(max_alpha)

@@ -92,6 +92,16 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A content digest of tensors (shape, dtype and bytes), for in-process memos: equal digests, equal tensors."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        a = t.detach().to("cpu").contiguous()
+        h.update(f"{tuple(a.shape)}{a.dtype}".encode())
+        h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h.hexdigest()
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     path = Path(path)

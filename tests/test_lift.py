@@ -202,6 +202,31 @@ def test_refit_features_keeps_geometry(lifted, vit_small, artifacts) -> None:
     assert r.stats["feature_dim"] == 16 and "heldout_feature_cosine" in r.stats
 
 
+def test_refits_of_one_scene_reuse_its_backbone_features(vit_small, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The features memo of the refits: one backbone pass per scene and model state; a changed model recomputes."""
+    monkeypatch.setattr(L, "_FEATURES_MEMO", type(L._FEATURES_MEMO)())
+    calls = []
+    real = vit_small.features
+    monkeypatch.setattr(vit_small, "features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images = torch.rand(2, 3, 28, 42, generator=torch.Generator().manual_seed(0))
+    a = L.scene_features(vit_small, images)
+    b = L.scene_features(vit_small, images.clone())
+    assert len(calls) == 1 and a is b and a.shape[0] == 2
+    L.scene_features(vit_small, images.flip(-1))  # other images
+    assert len(calls) == 2
+    before = vit_small.state_version()
+    p = next(vit_small.model.parameters())
+    with torch.no_grad():
+        p.add_(0.0)  # an in-place write (as an optimiser step) is a new state, even when the values stay
+    try:
+        assert vit_small.state_version() != before
+        L.scene_features(vit_small, images)
+        assert len(calls) == 3
+    finally:
+        with torch.no_grad():
+            p.sub_(0.0)
+
+
 def _inria_ssim(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
     """The official (Inria 3DGS utils/loss_utils.py) SSIM, restated: one 11x11 Gaussian window, zero padding."""
     x = torch.arange(11, dtype=torch.float64) - 5

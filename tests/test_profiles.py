@@ -18,7 +18,7 @@ def test_every_setting_has_one_dotted_name_and_a_type() -> None:
     )
     assert "name" not in types  # the profile's label is not a setting
     flat = P.settings(P.SMOKE)
-    assert set(flat) == set(types) and flat["lift.iterations"] == 300 and flat["finetune.lr"] == 1e-4
+    assert set(flat) == set(types) and flat["lift.iterations"] == 200 and flat["finetune.lr"] == 1e-4
 
 
 def test_overrides_parse_text_to_the_settings_type() -> None:
@@ -36,7 +36,7 @@ def test_overrides_parse_text_to_the_settings_type() -> None:
     assert prof.lift.iterations == 2000 and prof.finetune.lr == 3e-4 and prof.probe.variants == ("concat",)
     assert prof.seed == 7 and prof.finetune.flip is False and prof.ablations.epochs == (1, 3)
     assert load_profile("smoke", {"finetune.lr": 1}).finetune.lr == 1.0  # an int is a fine float
-    assert P.SMOKE.lift.iterations == 300  # the profiles themselves are untouched (frozen)
+    assert P.SMOKE.lift.iterations == 200  # the profiles themselves are untouched (frozen)
 
 
 @pytest.mark.parametrize(
@@ -99,8 +99,11 @@ def test_paper_profile_is_the_official_recipe() -> None:
         0.1,
     )
     assert (p.probe.seg_steps, p.probe.depth_steps) == (40_000, 38_400) and p.on_missing == "error"
+    # the Inria learning rates (arguments/__init__.py:75-82; scene/gaussian_model.py:154-156): smoke departs from them
+    lrs = ("lr_means", "lr_means_final", "lr_sh0", "lr_shN", "lr_opacity", "lr_scales", "lr_quats")
+    assert [getattr(p.lift, k) for k in lrs] == [1.6e-4, 1.6e-6, 2.5e-3, 1.25e-4, 0.05, 5e-3, 1e-3]
 
 
 def test_unknown_profile() -> None:
-    with pytest.raises(ConfigError, match=r"unknown profile 'fast'; choose one of \['paper', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown profile 'fast'; choose one of \['nyu', 'paper', 'smoke'\]"):
         load_profile("fast")

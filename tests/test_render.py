@@ -589,3 +589,53 @@ def test_frozen_geometry_weights_render_the_same_features():
         g_ours = torch.autograd.grad((ours * torch.arange(7.0)).sum(), feats)[0]
         torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
     assert int(w[0].numel()) > 0 and bool((w[2] > 0).all())
+
+
+def test_frozen_weights_are_remembered_by_content(monkeypatch: pytest.MonkeyPatch):
+    """frozen_weights computes a view's weights once per geometry; moved Gaussians or another camera recompute."""
+    from fit3d_helpers import render as R
+
+    calls = []
+    real = R.composite_weights
+    monkeypatch.setattr(R, "composite_weights", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(R, "_WEIGHTS_CACHE", type(R._WEIGHTS_CACHE)())
+    viewmats, Ks = cameras(2, torch.float32)
+    means, quats, scales, opacities, _ = random_scene(40, 3, 3, torch.float32)
+    args = dict(near=0.2, max_alpha=0.99)
+    a = R.frozen_weights(means, quats, scales, opacities, viewmats[0], Ks[0], W, H, **args)
+    b = R.frozen_weights(means.clone(), quats, scales, opacities, viewmats[0].clone(), Ks[0], W, H, **args)
+    assert len(calls) == 1 and a is b
+    R.frozen_weights(means, quats, scales, opacities, viewmats[1], Ks[1], W, H, **args)
+    moved = means.clone()
+    moved[0, 0] += 1e-3
+    R.frozen_weights(moved, quats, scales, opacities, viewmats[0], Ks[0], W, H, **args)
+    R.frozen_weights(means, quats, scales, opacities, viewmats[0], Ks[0], W, H, near=0.2, max_alpha=0.999)
+    assert len(calls) == 4
+    # over budget: other geometries go first, and a view that does not fit is not kept
+    one = a.nbytes
+    monkeypatch.setattr(R, "WEIGHTS_CACHE_BYTES", 2 * one)
+    assert len(R._WEIGHTS_CACHE) == 4
+    R.frozen_weights(means, quats, scales, opacities, viewmats[1], Ks[1], W, H, near=0.3, max_alpha=0.99)
+    kept = {k[0] for k in R._WEIGHTS_CACHE}
+    assert kept == {R.geometry_digest(means, quats, scales, opacities)}  # the moved geometry's view went first
+    assert len(R._WEIGHTS_CACHE) == 3  # this geometry's three views stay; the new one did not fit and is not kept
+
+
+def test_remembered_feature_render_equals_the_full_render():
+    """lift.render_features(remember=True), the fine-tuning targets' path on a CPU, == the full rasterizer."""
+    from fit3d_helpers.lift import render_features
+
+    viewmats, Ks = cameras(2, torch.float32)
+    means, quats, scales, opacities, _ = random_scene(40, 3, 3, torch.float32)
+    params = {
+        "means": means,
+        "quats": quats,
+        "log_scales": torch.log(scales),
+        "opacity_logits": torch.logit(opacities),
+        "features": torch.randn(40, 5, generator=torch.Generator().manual_seed(3)),
+    }
+    ref = render_features(params, viewmats, Ks, W, H, backend="torch", near=0.2, max_alpha=0.99)
+    ours = render_features(params, viewmats, Ks, W, H, backend="torch", near=0.2, max_alpha=0.99, remember=True)
+    for x, y in zip(ours, ref):
+        assert x.shape == y.shape
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)

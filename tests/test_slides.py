@@ -176,7 +176,7 @@ def test_glossary_terms_and_questions_are_complete():
 
 def test_deviations_follow_the_profiles():
     rows = {d.what: d for d in deviations()}
-    assert "300 iterations" in rows["stage 1 (lifting)"].smoke and "30 000" in rows["stage 1 (lifting)"].official
+    assert "200 iterations" in rows["stage 1 (lifting)"].smoke and "30 000" in rows["stage 1 (lifting)"].official
     assert "ScanNet++" in rows["scenes for fine-tuning"].official
     changed = {d.what: d for d in deviations({"lift.iterations": 1234}, "smoke")}
     assert "1 234 iterations" in changed["stage 1 (lifting)"].smoke
@@ -302,7 +302,7 @@ def test_index_links_glossary_fidelity_and_deviations(built):
     for href in ("slides.html", "glossary.html", "fidelity.html", "artifacts.html"):
         assert f'href="{href}"' in index and (rep / href).is_file(), href
     assert 'id="deviations"' in index and "Where this course deviates from the paper" in index
-    assert "300 iterations" in index  # the deviations table, from the profiles
+    assert "200 iterations" in index  # the deviations table, from the profiles
     for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13):
         assert paper.cite(n) in index, n
     # our timing is not a result: the ablation tables do not show it
