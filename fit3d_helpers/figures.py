@@ -210,41 +210,43 @@ def draw_kmeans(data: dict[str, Any], *, k: int = 20, seed: int = 0) -> plt.Figu
 
 
 def draw_probe_predictions(examples: dict[str, Any], classes: list[str], max_depth: float, *, n: int = 3) -> plt.Figure:
-    """image | ground truth | original | FiT3D (concat) for segmentation and depth, a class legend and a colour bar."""
+    """One row per held-out view: image | segmentation (truth, original, FiT3D) | depth (truth, original, FiT3D), with
+    the class legend below and one depth colour bar at the right (the same scale for every depth panel)."""
     seg = {k.split("/", 1)[1]: v for k, v in examples["examples"].items() if k.startswith("seg/")}
     dep = {k.split("/", 1)[1]: v for k, v in examples["examples"].items() if k.startswith("depth/")}
     fit = "concat" if "concat" in seg else next(iter(seg))
     n = min(n, len(examples["images"]))
-    cols = ["image", "ground truth", "original", "FiT3D (concat)"]
-    fig, axes = plt.subplots(2 * n, 4, figsize=(13, 2.9 * 2 * n + 1.2), squeeze=False)
+    H, W = examples["images"][0].shape[:2]
+    panel_w = 2.4
+    fig = plt.figure(figsize=(7 * panel_w + 0.6, n * panel_w * H / W + 1.2), layout="constrained")
+    grid = fig.add_gridspec(n, 8, width_ratios=[1] * 7 + [0.07])
+    titles = ["image", "labels", "original", f"FiT3D ({fit})", "depth", "original", f"FiT3D ({fit})"]
     vmax = float(examples["depth"].max()) or max_depth
     im = None
     for j in range(n):
-        rs, rd = 2 * j, 2 * j + 1
-        img = examples["images"][j].numpy()
-        panels_seg = [
-            img,
+        panels = [
+            examples["images"][j].numpy(),
             colorize_labels(examples["labels"][j].numpy(), len(classes)),
             colorize_labels(seg["original"]["pred"][j].numpy(), len(classes)),
             colorize_labels(seg[fit]["pred"][j].numpy(), len(classes)),
         ]
-        for c, p in enumerate(panels_seg):
-            axes[rs, c].imshow(p)
-        axes[rd, 0].imshow(img)
-        for c, d in enumerate([examples["depth"][j], dep["original"]["pred"][j], dep[fit]["pred"][j]], start=1):
-            im = axes[rd, c].imshow(d.numpy(), cmap="turbo", vmin=0, vmax=vmax)
-        axes[rs, 0].set_ylabel("segmentation", fontsize=11)
-        axes[rd, 0].set_ylabel("depth", fontsize=11)
-        for ax in (*axes[rs], *axes[rd]):
+        for c in range(7):
+            ax = fig.add_subplot(grid[j, c])
+            if c < 4:
+                ax.imshow(panels[c])
+            else:
+                d = (examples["depth"][j], dep["original"]["pred"][j], dep[fit]["pred"][j])[c - 4]
+                im = ax.imshow(d.numpy(), cmap="turbo", vmin=0, vmax=vmax)
+            if j == 0:
+                ax.set_title(titles[c], fontsize=12)
             _off(ax)
-    for c, title in enumerate(cols):
-        axes[0, c].set_title(title, fontsize=13)
+    fig.text(0.34, 1.0, "segmentation", ha="center", va="bottom", fontsize=13, weight="bold")
+    fig.text(0.78, 1.0, "depth", ha="center", va="bottom", fontsize=13, weight="bold")
+    if im is not None:
+        fig.colorbar(im, cax=fig.add_subplot(grid[:, 7]), label="depth (m)")
     pal = class_colors(len(classes))
     handles = [plt.Rectangle((0, 0), 1, 1, color=pal[i]) for i in range(len(classes))]
-    fig.legend(handles, classes, loc="lower center", ncol=min(7, len(classes)), fontsize=9, frameon=False)
-    if im is not None:
-        fig.colorbar(im, ax=axes[1::2, :].ravel().tolist(), fraction=0.02, pad=0.01, label="depth (m)")
-    fig.subplots_adjust(bottom=0.08)
+    fig.legend(handles, classes, loc="outside lower center", ncol=min(10, len(classes)), fontsize=10, frameon=False)
     return fig
 
 

@@ -172,7 +172,8 @@ _MATH_RE = re.compile(
     r"|\\\[(?P<d2>.+?)\\\]"  # \[ display \]
     r"|(?P<d3>\\begin\{(?P<env>[A-Za-z]+\*?)\}.+?\\end\{(?P=env)\})"  # bare \begin{align}…\end{align}
     r"|\\\((?P<i2>.+?)\\\)"  # \( inline \)
-    r"|(?<![\\$\w])\$(?![\s$])(?P<i1>(?:\\\$|[^$\n])+?)(?<![\s\\])\$(?![$\w])",  # $inline$ (not "$5 and $6")
+    # $inline$ (not "$5 and $6"), which may wrap onto the next line (not across a blank line)
+    r"|(?<![\\$\w])\$(?![\s$])(?P<i1>(?:\\\$|[^$\n]|\n(?![ \t]*\n))+?)(?<![\s\\])\$(?![$\w])",
     re.S,
 )
 _TEX_FIXES = (  # what latex2mathml lacks, rewritten to what it has
@@ -1006,7 +1007,7 @@ def _draw_figures(
     artifacts_dir: Path, out_dir: Path, profile: str | None, names: Iterable[str] | None = None
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """What :func:`fit3d_helpers.figures.export_pngs` draws, one figure at a time (a figure that cannot be drawn, e.g.
-    from an artifact of an older format, leaves the others), plus the slides' one-example probe figure.
+    from an artifact of an older format, leaves the others), plus the slides' two-example probe figure.
     ``names``: only these figures (default: all)."""
     import matplotlib.pyplot as plt
 
@@ -1061,7 +1062,7 @@ def _draw_figures(
             classes = list(newest.stats.get("classes", []))
             max_depth = float(ex["depth"].max() or 10) if "depth" in ex else 10.0
             save("probe_predictions", lambda: _figures.draw_probe_predictions(ex, classes, max_depth))
-            save("probe_predictions_slide", lambda: _figures.draw_probe_predictions(ex, classes, max_depth, n=1))
+            save("probe_predictions_slide", lambda: _figures.draw_probe_predictions(ex, classes, max_depth, n=2))
     return written, errors
 
 
@@ -1093,7 +1094,7 @@ def export_figures(
     report_dir: str | Path, artifacts_dir: str | Path, profile: str | None = None
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Draw the presenter's figures into ``report_dir/figures/`` with :func:`fit3d_helpers.figures.export_pngs`, plus
-    a one-example probe figure for the slides. Returns ``({name: png}, {name: why it could not be drawn})``.
+    a two-example probe figure for the slides. Returns ``({name: png}, {name: why it could not be drawn})``.
 
     A figure whose artifact is missing is neither drawn nor an error (the pages say which notebook makes it). PNGs of
     an earlier run are removed first, so no picture outlives its artifact. When ``export_pngs`` fails (e.g. on an

@@ -257,7 +257,7 @@ def deck_context(ctx: Mapping[str, Any], *, inline_figures: bool = True) -> dict
         f["name"]: f
         for f in _figure_models(ctx["report_dir"], ctx["random"], ctx["figure_errors"], inline=inline_figures)
     }
-    if figs["probe_predictions_slide"]["src"]:  # one example reads on a projector; three do not
+    if figs["probe_predictions_slide"]["src"]:  # two examples read on a projector; three do not
         figs["probe_predictions"] = dict(figs["probe_predictions"], src=figs["probe_predictions_slide"]["src"])
     figs["stage1"] = figs["stage1_slide"] if figs["stage1_slide"]["src"] else figs["figure1"]
     run = ctx["run"]

@@ -190,6 +190,10 @@ def test_markdown_math_fallback_and_non_math():
     assert display.startswith('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">')
     bare = report.render_markdown_math("\\begin{align}a &= b\\end{align}")
     assert 'display="block"' in bare and "<mtable" in bare
+    # inline math that a wrapped markdown line splits (as jupytext writes it) is still one formula
+    wrapped = report.render_markdown_math("so $\\Sigma = R S S^\\top\nR^\\top$ holds")
+    assert wrapped.startswith("so <math") and wrapped.endswith("</math> holds"), wrapped
+    assert "<math" not in report.render_markdown_math("costs $5\n\nand $6")  # not across a blank line
 
 
 def test_remote_resource_helpers():
