@@ -127,7 +127,7 @@ def test_anonymised_pixels_have_no_loss_but_count_in_the_mean() -> None:
     loss = L.feature_loss(dec, tgt, mask)
     up = F.interpolate(tgt, size=(8, 10), mode="bilinear", align_corners=False)
     expected = ((dec - up).abs() * mask).sum() / dec.numel()  # the masked half adds 0 but stays in the denominator
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     loss.backward()
     assert float(dec.grad[..., :4, :].abs().max()) == 0 and float(dec.grad[..., 4:, :].abs().max()) > 0
 
