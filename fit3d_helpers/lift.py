@@ -355,7 +355,7 @@ def render_features(
                     near=near,
                     max_alpha=max_alpha,
                     geometry=geo,
-                )(colors)  # fmt: skip
+                )(colors)
                 for vm, K in zip(viewmats, Ks)
             ]
         ).permute(0, 3, 1, 2)  # [C, F + 1, H, W]

@@ -705,12 +705,14 @@ class Compositor:
         pix, gauss = pix.to(torch.int32), gauss.to(torch.int32)
         rows = torch.zeros(n_pix + 1, dtype=torch.int32, device=dev)
         rows[1:] = torch.cumsum(torch.bincount(pix, minlength=n_pix), 0)
-        self.A = torch.sparse_csr_tensor(rows, gauss, w, (n_pix, self.n_gaussians), check_invariants=False)
         order = torch.argsort(gauss, stable=True)
         cols = torch.zeros(self.n_gaussians + 1, dtype=torch.int32, device=dev)
         cols[1:] = torch.cumsum(torch.bincount(gauss, minlength=self.n_gaussians), 0)
         pix_t, w_t = pix.index_select(0, order), w.index_select(0, order)
-        self.At = torch.sparse_csr_tensor(cols, pix_t, w_t, (self.n_gaussians, n_pix), check_invariants=False)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are tested
+            warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+            self.A = torch.sparse_csr_tensor(rows, gauss, w, (n_pix, self.n_gaussians), check_invariants=False)
+            self.At = torch.sparse_csr_tensor(cols, pix_t, w_t, (self.n_gaussians, n_pix), check_invariants=False)
         self.nbytes = sum(
             t.numel() * t.element_size()
             for m in (self.A, self.At)
