@@ -184,6 +184,7 @@ _TEX_FIXES = (  # what latex2mathml lacks, rewritten to what it has
     (re.compile(r"\\(?:begin|end)\{(?:equation|displaymath|math)\*?\}"), ""),
     (re.compile(r"\\label\{[^}]*\}|\\nonumber\b|\\notag\b"), ""),
     (re.compile(r"\\operatorname\*"), r"\\operatorname"),
+    (re.compile(r"\\(?:big|Big|bigg|Bigg)[lr]?(?=\\[lr][Vv]ert|\\\||\\[Vv]ert)"), ""),  # \big\lVert: no size
 )
 _MATHML_TAGS = frozenset(
     "math semantics annotation mrow mi mn mo mtext ms mspace msub msup msubsup mfrac msqrt mroot mover munder "

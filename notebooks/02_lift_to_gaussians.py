@@ -154,9 +154,12 @@ print(
     f"view {i}: L_rgb = {loss_rgb.item():.4f}, L_feat = {loss_feat.item():.4f}; decoded features {tuple(decoded.shape)}"
 )
 loss_feat.backward()
-geometry_moved = any(params[k].grad is not None for k in ("means", "quats", "log_scales", "opacity_logits"))
-print(f"after L_feat.backward(): the features have a gradient: {params['features'].grad is not None}; "
-      f"the geometry has one: {geometry_moved}")  # fmt: skip
+largest = {k: float(params[k].grad.abs().max()) if params[k].grad is not None else 0.0 for k in params}
+geometry = max(largest[k] for k in ("means", "quats", "log_scales", "opacity_logits"))
+print(
+    f"after L_feat.backward(): largest gradient of the features {largest['features']:.2e}, of the geometry "
+    f"{geometry:.1e}" + (" (zero: the feature loss does not move the geometry)" if geometry == 0 else "")
+)
 
 # %% [markdown]
 # ## Loss curves and the number of Gaussians
@@ -171,7 +174,7 @@ viz.loss_figure(
     {"rgb": res.losses["rgb"], "feature L1": res.losses["feature"]},
     title=f"lift losses, {res.stats['scene']}",
     counts=res.losses["n_gaussians"],
-);
+)
 # %% [markdown]
 # ## A held-out view: photo vs render, backbone features vs rendered features
 # Top rows: the photo and the render of the fitted Gaussians from the same (held-out) camera. Bottom rows: the
@@ -187,7 +190,7 @@ viz.pca_figure(
     {"DINOv2 (2D)": [prep.targets[i].cpu() for i in ids], "rendered + decoded (3D)": renders["features"]},
     images={"photo": [prep.images[i].permute(1, 2, 0).cpu().numpy() for i in ids], "render": renders["rgb"]},
     title="held-out views: photo, render, and feature PCA with a shared basis",
-);
+)
 # %% [markdown]
 # ## The Gaussians in 3D, coloured by their feature PCA
 # Points with the same colour carry similar features: the 3D representation of the 2D feature field.

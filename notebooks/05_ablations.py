@@ -10,9 +10,10 @@
 # # 05 · Ablations
 #
 # One setting changed at a time, everything else as in notebooks 02-04. Every stage is cached by the hash of the
-# settings that made it, so the baseline point (the settings of 02-04) is read from disk and re-running this notebook
-# recomputes nothing. Tables and plots below are built from the artifacts' `stats.json` files; the paper's numbers
-# stand beside ours where the paper has them. The grid and its budget are the profile's `ablations.*` settings.
+# settings that made it: what notebooks 02-04 made is read from disk (the lifts, and notebook 03's model as the
+# baseline of the epochs and LoRA sweeps), and re-running this notebook recomputes nothing. Tables and plots below are
+# built from the artifacts' `stats.json` files; the paper's numbers stand beside ours where the paper has them. The
+# grid and its budget are the profile's `ablations.*` settings.
 #
 # *Colab: this copy of the course has no public address yet (README, section Colab).*
 

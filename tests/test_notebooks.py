@@ -57,3 +57,15 @@ def test_title_summary_then_parameters(src: Path) -> None:
     leaves = {k.rpartition(".")[2] for k in setting_types()}
     duplicated = sorted(set(names) & leaves)
     assert not duplicated, f"{src.stem}: {duplicated} are profile settings; pass them through `overrides`"
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_every_formula_of_the_markdown_becomes_mathml(src: Path) -> None:
+    """A formula latex2mathml cannot read falls back to raw TeX in the report: none of the course's may."""
+    from fit3d_helpers.report import render_markdown_math
+
+    nb = jupytext.read(src)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            out = render_markdown_math(cell.source)
+            assert "` $" not in out, f"{src.name}: a formula stays TeX in the report:\n{out[:600]}"
