@@ -56,7 +56,9 @@ from scipy import sparse
 from .data import opengl_to_opencv
 from .utils import atomic_dir, config_hash, progress, read_json, write_json
 
-GENERATOR_VERSION = 2  # bump when the generator's output changes: it is part of the dataset cache key
+GENERATOR_VERSION = 3  # bump when the generator's output changes: it is part of the dataset cache key
+# (3: the generation's wall times moved from transforms.json to timing.json)
+_TIMING_KEYS = ("bake_seconds", "seconds")
 
 CLASSES: list[str] = [
     "wall",
@@ -1512,8 +1514,11 @@ def generate_scene(
             "depth_unit_scale_factor": 0.001,
             "classes": CLASSES,
             "frames": frames,
-            "synthetic": r.meta,
+            "synthetic": {k: v for k, v in r.meta.items() if k not in _TIMING_KEYS},
         }
+        # wall times differ from run to run: they stay out of the camera file, whose hash names the scene in every
+        # artifact key (cache.scene_id), so a scene generated again, on any machine, is found by its artifacts
+        write_json(tmp / "timing.json", {k: r.meta[k] for k in _TIMING_KEYS})
         write_json(tmp / "transforms.json", meta)
     return out_dir
 

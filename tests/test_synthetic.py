@@ -139,6 +139,17 @@ def test_trimesh_fallback_agrees_with_embree(monkeypatch: pytest.MonkeyPatch) ->
     assert not occ.any() and slow.occluded(o, d, t1 + 0.01).all()
 
 
+def test_a_scene_generated_again_has_the_same_id(tmp_path: Path) -> None:
+    """Byte-identical camera files, so artifact keys (cache.scene_id) match across runs and machines; timings apart."""
+    from fit3d_helpers.cache import scene_id
+
+    a = generate_scene(tmp_path / "a" / "room", show_progress=False, **{**TINY, "n_views": 1})
+    b = generate_scene(tmp_path / "b" / "room", show_progress=False, **{**TINY, "n_views": 1})
+    assert (a / "transforms.json").read_bytes() == (b / "transforms.json").read_bytes()
+    assert scene_id(a) == scene_id(b)
+    assert set(json.loads((a / "timing.json").read_text())) == {"bake_seconds", "seconds"}
+
+
 def test_generate_scene_is_atomic_and_refuses_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "room"
 
