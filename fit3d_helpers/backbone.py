@@ -1,8 +1,9 @@
 """2D backbones (timm ViTs) and their dense features.
 
-Features follow DESIGN.md §4: the last block's tokens after the final norm (timm's ``forward_features``), patch
-tokens reshaped to the token grid ``[B, D, h, w]``, the CLS token kept for the depth probe, images normalised with
-ImageNet mean/std and resized to a multiple of the patch size.
+Features are the last block's tokens after the final LayerNorm (timm's ``forward_features``), or before it with
+``norm=False`` (what the official depth probe reads); patch tokens are reshaped to the token grid ``[B, D, h, w]``,
+the CLS token is kept for the depth probe, and images are normalised with ImageNet mean/std and brought to a multiple
+of the patch size (``fit``: resize, or pad as the official evaluation does).
 
 Weight sources, as the official FiT3D code loads them (``timm.create_model(name, pretrained=True, num_classes=0,
 dynamic_img_size=True)`` and, for the 3D-aware model, ``load_state_dict`` of the released checkpoint):
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 
 from .utils import RANDOM_WEIGHTS_BANNER, resolve_device
 
-# Short names used in configs -> timm model names (DESIGN.md §4).
+# Short names used in configs -> timm model names (the hub names the official FiT3D code loads).
 MODELS: dict[str, str] = {
     "dinov2_small": "vit_small_patch14_dinov2.lvd142m",
     "dinov2_base": "vit_base_patch14_dinov2.lvd142m",

@@ -73,7 +73,6 @@ __all__ = [
     "frozen_weights",
     "geometry_digest",
     "gsplat_available",
-    "render_with_weights",
     "means2d_grad_stats",
     "project_gaussians",
     "quat_to_rotmat",
@@ -725,12 +724,6 @@ class Compositor:
             raise ValueError(f"colors must be [{self.n_gaussians}, D], got {tuple(colors.shape)}")
         out = _SparseComposite.apply(colors, self.A.to(colors.dtype), self.At.to(colors.dtype))  # [H·W, D]
         return out.view(self.height, self.width, -1)
-
-
-def render_with_weights(colors: Tensor, weights: tuple[Tensor, Tensor, Tensor], width: int, height: int) -> Tensor:
-    """``colors [N, D]`` composited with fixed weights from :func:`composite_weights` -> ``[H, W, D]``.
-    Differentiable in ``colors`` (see :class:`Compositor`, which keeps the sparse matrices for the next call)."""
-    return Compositor(weights, colors.shape[0], width, height)(colors)
 
 
 def _torch_rasterize(

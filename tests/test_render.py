@@ -561,8 +561,8 @@ def test_torch_backend_matches_gsplat(D):
 
 
 def test_frozen_geometry_weights_render_the_same_features():
-    """composite_weights + render_with_weights (a feature refit's fast path) == rasterize, values and gradients."""
-    from fit3d_helpers.render import composite_weights, render_with_weights
+    """composite_weights + Compositor (a feature refit's fast path) == rasterize, values and gradients."""
+    from fit3d_helpers.render import Compositor, composite_weights
 
     viewmats, Ks = cameras(2, torch.float32)
     means, quats, scales, opacities, _ = random_scene(40, 3, 3, torch.float32)
@@ -583,7 +583,7 @@ def test_frozen_geometry_weights_render_the_same_features():
             max_alpha=0.99,
         )
         w = composite_weights(means, quats, scales, opacities, viewmats[c], Ks[c], W, H, near=0.2, max_alpha=0.99)
-        ours = render_with_weights(feats, w, W, H)
+        ours = Compositor(w, 40, W, H)(feats)
         torch.testing.assert_close(ours, ref[0], atol=1e-5, rtol=1e-5)
         g_ref = torch.autograd.grad((ref[0] * torch.arange(7.0)).sum(), feats)[0]
         g_ours = torch.autograd.grad((ours * torch.arange(7.0)).sum(), feats)[0]

@@ -287,7 +287,8 @@ def test_build_index_tables_from_stats(tmp_path):
     assert 'href="artifacts.html"' in index
     assert "12.2 s" in index and "ValueError: x" in index
     assert "<svg" in index and "Fine-tune" in index  # pipeline figure
-    assert "DESIGN.md" not in index and "later paper" not in index
+    # the report cites nothing outside the repository (no design notes, no "../" files), and not a "later paper"
+    assert "DESIGN" not in index and "../" not in index and "later paper" not in index
     assert f"Probe artifact <code>{headline.hash}</code>" in index  # the headline is not the ablation run
 
     # the headline table: variants × metrics from the stats, segmentation in percent, δ1 as measured
