@@ -51,14 +51,17 @@ def grid_of(prof: Profile) -> dict[str, list[Any]]:
 
 
 def _refit_lifts(
-    prof: Profile, original: Backbone, split: SceneSplit, artifacts_dir: str | Path, *, dim: int, factor: int
+    prof: Profile,
+    original: Backbone,
+    base: tuple[list[LiftResult], list[LiftResult]],
+    artifacts_dir: str | Path,
+    *,
+    dim: int,
+    factor: int,
 ) -> tuple[list[LiftResult], list[LiftResult]]:
     """Training and held-out lifts with ``dim``-d features on the ``factor`` path, refitted on the baseline's geometry
-    at the sweep's budget (every point of the sweep, the baseline's own values included)."""
-    base_train = pipeline.lifts_for(prof, original, split.train, artifacts_dir, needed_by="ablations")
-    base_val = pipeline.lifts_for(
-        prof, original, split.val[: prof.data.n_val_lift], artifacts_dir, needed_by="ablations"
-    )
+    (``base``: the training and held-out lifts) at the sweep's budget (every point, the baseline's own values too)."""
+    base_train, base_val = base
     refit = [
         refit_features(
             b, original, dim, feature_factor=factor, iterations=prof.ablations.refit_iterations, root=artifacts_dir
@@ -77,25 +80,28 @@ def run_point(
     ablation: str,
     value: Any,
     device: str = "auto",
+    base: tuple[list[LiftResult], list[LiftResult]] | None = None,
 ) -> dict[str, Any]:
-    """One ablation point -> a flat row of numbers (every stage cached by its config hash), plus its cost."""
+    """One ablation point -> a flat row of numbers (every stage cached by its config hash), plus its cost.
+
+    ``base``: the profile's training and held-out lifts (:func:`pipeline.train_val_lifts`), when the caller has them.
+    """
     t0 = time.time()
     a = prof.ablations
     point = prof
+    if base is None:
+        base = pipeline.train_val_lifts(prof, original, split, artifacts_dir, needed_by="ablations")
     if ablation == "feature_dim":
         train_lifts, val_lifts = _refit_lifts(
-            prof, original, split, artifacts_dir, dim=int(value), factor=prof.lift.feature_factor
+            prof, original, base, artifacts_dir, dim=int(value), factor=prof.lift.feature_factor
         )
     elif ablation == "feature_factor":
         train_lifts, val_lifts = _refit_lifts(
-            prof, original, split, artifacts_dir, dim=prof.lift.feature_dim, factor=int(value)
+            prof, original, base, artifacts_dir, dim=prof.lift.feature_dim, factor=int(value)
         )
     elif ablation in ("epochs", "mode"):
         point = dataclasses.replace(prof, finetune=dataclasses.replace(prof.finetune, **{ablation: value}))
-        train_lifts = pipeline.lifts_for(prof, original, split.train, artifacts_dir, needed_by="ablations")
-        val_lifts = pipeline.lifts_for(
-            prof, original, split.val[: prof.data.n_val_lift], artifacts_dir, needed_by="ablations"
-        )
+        train_lifts, val_lifts = base
     else:
         raise ValueError(f"unknown ablation {ablation!r}; choose one of {sorted(ABLATIONS)}")
     tuned = pipeline.backbone_for(
@@ -152,9 +158,11 @@ def run_ablations(
     }
 
     def make(out: Path, resume: Path) -> dict[str, Any]:
+        base = pipeline.train_val_lifts(prof, original, split, artifacts_dir, needed_by="ablations")  # loaded once
         rows = {
             name: [
-                run_point(prof, split, original, artifacts_dir, ablation=name, value=v, device=device) for v in values
+                run_point(prof, split, original, artifacts_dir, ablation=name, value=v, device=device, base=base)
+                for v in values
             ]
             for name, values in grid.items()
         }

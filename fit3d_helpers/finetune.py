@@ -31,8 +31,9 @@ from . import cache
 from .backbone import Backbone, load_backbone
 from .cache import Artifact
 from .data import load_scene
-from .lift import LiftError, LiftResult, decode_to_grid, feature_camera, render_features
+from .lift import LiftError, LiftResult, decode_to_grid, feature_camera, geometry_key, render_features
 from .profiles import FinetuneConfig, LiftConfig
+from .render import resolve_backend
 from .utils import DEFAULT_ARTIFACTS, progress, rng_state, save_torch, seed_everything, set_rng_state, write_json
 
 _CHECKPOINT_FORMAT = 2  # 2: + RNG states
@@ -155,6 +156,8 @@ def scene_targets(
             anon, size=(h, w), mode="bilinear", align_corners=False
         )  # soft, as the official loader
         targets, masks = [], []
+        # on a CPU the views' compositing weights are kept (the refits of one lift share its geometry, notebook 05)
+        geo = geometry_key(params) if resolve_backend(backend, dev) == "torch" else None
         t0 = time.time()
         with torch.no_grad():
             for i in range(len(scene.views)):
@@ -167,7 +170,8 @@ def scene_targets(
                     backend=backend,
                     near=cfg.near_plane,
                     max_alpha=cfg.max_alpha,
-                    remember=True,  # the refits of one lift share its geometry (notebook 05)
+                    remember=True,
+                    geometry=geo,
                 )
                 targets.append(decode_to_grid(decoder, feats, (h, w), cfg.feature_factor)[0].cpu())
                 if mask == "alpha":

@@ -83,7 +83,7 @@ def knn_mean_sq_distance(points: Tensor, k: int = 3, chunk: int = 2048) -> Tenso
 
 
 def init_gaussians(
-    points: Tensor, colors: Tensor, *, feature_dim: int, sh_degree: int, init_opacity: float = 0.1, seed: int = 0
+    points: Tensor, colors: Tensor, *, feature_dim: int, sh_degree: int, init_opacity: float = 0.1
 ) -> dict[str, Tensor]:
     """Gaussians at ``points`` [N, 3] with ``colors`` [N, 3], initialised as the official code: scales
     ``sqrt(mean squared 3-NN distance)`` (clamped at 1e-7 before the root), identity rotations, opacity 0.1, SH from

@@ -137,6 +137,17 @@ class PreparedScene:
     extent: float  # scene radius (3DGS's cameras_extent)
 
 
+def feature_masks(prep: PreparedScene, factor: int) -> tuple[tuple[int, int], Tensor]:
+    """Where the feature loss compares (``factor`` × the token grid, or the render size for 0) and the views' masks
+    there: ``((fh, fw), masks [V, 1, fh, fw] bool)``."""
+    H, W = prep.images.shape[-2:]
+    h, w = prep.targets.shape[-2:]
+    fh, fw = (h * factor, w * factor) if factor else (H, W)
+    if (fh, fw) == (H, W):
+        return (fh, fw), prep.masks
+    return (fh, fw), F.interpolate(prep.masks.float(), size=(fh, fw), mode="area") > 0.5
+
+
 def scene_points(scene: Scene, max_points: int, seed: int) -> tuple[Tensor, Tensor]:
     """COLMAP points if the scene has them, else depth unprojected and subsampled."""
     if scene.points is not None and len(scene.points) >= 4:
@@ -173,11 +184,12 @@ def points_in_view_volume(scene: Scene, n: int, seed: int, min_share: float = 0.
     if not np.isfinite(dist) or dist <= 0:
         dist = float(np.linalg.norm(centres - centres.mean(0), axis=1).mean()) or 1.0
     keep: list[np.ndarray] = []
+    K_inv_views = np.linalg.inv(np.stack([v.K for v in scene.views]))  # [V, 3, 3]
     for _ in range(50):
         m = 4 * n
         cam = rng.integers(0, len(scene.views), m)
         uv = rng.random((m, 2)) * np.array([[scene.views[0].width, scene.views[0].height]])
-        K_inv = np.linalg.inv(np.stack([scene.views[i].K for i in cam]))  # [m, 3, 3]
+        K_inv = K_inv_views[cam]  # [m, 3, 3]
         rays = np.einsum("mij,mj->mi", K_inv, np.concatenate([uv, np.ones((m, 1))], 1))  # camera frame, z = 1
         z = rng.uniform(0.2, 2.0, m) * dist
         pts = np.einsum("mij,mj->mi", c2w[cam, :3, :3], rays * z[:, None]) + c2w[cam, :3, 3]
@@ -327,18 +339,20 @@ def render_features(
     near: float = 0.01,
     max_alpha: float = 0.999,
     remember: bool = False,
+    geometry: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Low-dim features of C cameras with (by default) detached geometry: -> ([C, F, H, W], alphas [C, 1, H, W]).
 
     ``remember=True`` (frozen geometry rendered again and again, e.g. the fine-tuning targets of every feature refit
     of one lift): on the PyTorch backend each view's compositing weights are kept (:func:`render.frozen_weights`)
-    and only the features are composited; the same numbers as a full render.
+    and only the features are composited; the same numbers as a full render. ``geometry``: :func:`geometry_key` of
+    ``params`` when the caller renders many views of it (computed here otherwise).
     """
     g = activated(params)
     if detach_geometry:
         g = {k: v.detach() for k, v in g.items()}
     if remember and detach_geometry and resolve_backend(backend, g["means"].device) == "torch":
-        geo = geometry_digest(g["means"], g["quats"], g["scales"], g["opacities"])
+        geo = geometry or geometry_key(params)
         ones = torch.ones_like(params["features"][:, :1])
         colors = torch.cat([params["features"], ones], dim=1)  # [N, F + 1]: the last channel composites the alpha
         both = torch.stack(
@@ -375,6 +389,12 @@ def render_features(
         max_alpha=max_alpha,
     )
     return feats.permute(0, 3, 1, 2), alphas.permute(0, 3, 1, 2)
+
+
+def geometry_key(params: dict[str, Tensor]) -> str:
+    """The key under which :func:`render.frozen_weights` keeps the compositing weights of these Gaussians' geometry."""
+    g = activated(params)
+    return geometry_digest(g["means"], g["quats"], g["scales"], g["opacities"])
 
 
 def decode(decoder: nn.Module, feats: Tensor, grid_hw: tuple[int, int], factor: int) -> Tensor:
@@ -678,9 +698,7 @@ def _fit(
     decoder = make_decoder(cfg.feature_dim, backbone.dim).to(dev)
     params = {
         k: nn.Parameter(v.to(dev))
-        for k, v in init_gaussians(
-            pts, cols, feature_dim=cfg.feature_dim, sh_degree=cfg.sh_degree, seed=cfg.seed
-        ).items()
+        for k, v in init_gaussians(pts, cols, feature_dim=cfg.feature_dim, sh_degree=cfg.sh_degree).items()
     }
     check_start(scene.name, params, prep)
     start, losses, elapsed = 0, {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}, 0.0
@@ -711,12 +729,7 @@ def _fit(
     strategy.check_sanity(params, optimizers)
     H, W = prep.images.shape[-2:]
     h, w = prep.targets.shape[-2:]
-    fh, fw = (
-        (h * cfg.feature_factor, w * cfg.feature_factor) if cfg.feature_factor else (H, W)
-    )  # where features compare
-    feat_masks = (
-        prep.masks if (fh, fw) == (H, W) else F.interpolate(prep.masks.float(), size=(fh, fw), mode="area") > 0.5
-    )
+    (fh, fw), feat_masks = feature_masks(prep, cfg.feature_factor)
     render_backend = None
     t0 = time.time()
     bar = progress(range(start, cfg.iterations), desc=f"lift {scene.name}", initial=start, total=cfg.iterations)
@@ -858,10 +871,7 @@ def refit_features(
         )
         H, W = prep.images.shape[-2:]
         h, w = prep.targets.shape[-2:]
-        fh, fw = (h * cfg.feature_factor, w * cfg.feature_factor) if cfg.feature_factor else (H, W)
-        feat_masks = (
-            prep.masks if (fh, fw) == (H, W) else F.interpolate(prep.masks.float(), size=(fh, fw), mode="area") > 0.5
-        )
+        _, feat_masks = feature_masks(prep, cfg.feature_factor)
         gen = torch.Generator().manual_seed(cfg.seed)
         stack: list[int] = []
         losses: dict[str, list[float]] = {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}
@@ -870,7 +880,7 @@ def refit_features(
         # render; remembered across the refits of this lift), then each step only composites the features (same
         # numbers as render_features)
         act = activated(geometry)
-        geo = geometry_digest(act["means"], act["quats"], act["scales"], act["opacities"])
+        geo = geometry_key(geometry)
         for it in progress(range(cfg.iterations), desc=f"features {feature_dim}-d {scene.name}"):
             i = next_view(stack, prep.train_ids, gen)
             view = frozen_weights(act["means"], act["quats"], act["scales"], act["opacities"], prep.viewmats[i],

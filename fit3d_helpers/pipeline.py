@@ -177,6 +177,21 @@ def lifts_for(
     return out
 
 
+def train_val_lifts(
+    prof: Profile,
+    backbone: Backbone,
+    split: SceneSplit,
+    artifacts_dir: str | Path = "artifacts",
+    *,
+    needed_by: str = "this stage",
+    backend: str = "auto",
+) -> tuple[list[LiftResult], list[LiftResult]]:
+    """Stage 1's artifacts of the training scenes (the fine-tuning data) and of the lifted held-out ones (its
+    validation), as :func:`lifts_for` finds them."""
+    lifts = lifts_for(prof, backbone, lift_scenes(prof, split), artifacts_dir, needed_by=needed_by, backend=backend)
+    return lifts[: len(split.train)], lifts[len(split.train) :]
+
+
 def finetune_stage(
     prof: Profile,
     backbone: Backbone,
@@ -193,12 +208,10 @@ def finetune_stage(
 
     ``lifts`` / ``val_lifts`` default to stage 1's artifacts of the profile's training / lifted held-out scenes.
     """
-    if lifts is None:
-        lifts = lifts_for(prof, backbone, split.train, artifacts_dir, needed_by=needed_by, backend=backend)
-    if val_lifts is None:
-        val_lifts = lifts_for(
-            prof, backbone, split.val[: prof.data.n_val_lift], artifacts_dir, needed_by=needed_by, backend=backend
-        )
+    if lifts is None or val_lifts is None:
+        found = train_val_lifts(prof, backbone, split, artifacts_dir, needed_by=needed_by, backend=backend)
+        lifts = found[0] if lifts is None else lifts
+        val_lifts = found[1] if val_lifts is None else val_lifts
     return finetune(
         lifts, backbone, prof.finetune, val_lifts=val_lifts, root=artifacts_dir, backend=backend, force=force
     )
@@ -217,8 +230,7 @@ def finetuned_model(
     if prof.finetune.mode == "released":
         return released(prof.backbone.name, device, precision=prof.backbone.precision), None
     fresh = backbone_for(prof, device)  # a copy of the original, trained in place if stage 2 must run
-    lifts = lifts_for(prof, fresh, split.train, artifacts_dir, needed_by=needed_by)
-    val_lifts = lifts_for(prof, fresh, split.val[: prof.data.n_val_lift], artifacts_dir, needed_by=needed_by)
+    lifts, val_lifts = train_val_lifts(prof, fresh, split, artifacts_dir, needed_by=needed_by)
     if cache.lookup("finetune", finetune_key(fresh, lifts, prof.finetune), artifacts_dir) is None:
         n_views = sum(lf.stats.get("train_views", 0) + lf.stats.get("heldout_views", 0) for lf in lifts)
         steps = prof.finetune.epochs * max(1, n_views // prof.finetune.batch_size)
@@ -288,4 +300,5 @@ __all__ = [
     "lift_stage",
     "lifts_for",
     "probe_stage",
+    "train_val_lifts",
 ]

@@ -24,9 +24,7 @@ needs_gsplat = pytest.mark.skipif(
 
 def _params_and_optimizers(n: int = 40, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    raw = G.init_gaussians(
-        torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g), feature_dim=4, sh_degree=1, seed=seed
-    )
+    raw = G.init_gaussians(torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g), feature_dim=4, sh_degree=1)
     params = {k: torch.nn.Parameter(v) for k, v in raw.items()}
     opts = S.make_optimizers(params, {k: 1e-3 for k in params})
     sum(v.sum() for v in params.values()).backward()  # one step so every Adam has moments to keep aligned
