@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -31,7 +30,15 @@ from . import cache
 from .backbone import Backbone, load_backbone
 from .cache import Artifact
 from .data import load_scene
-from .lift import LiftError, LiftResult, decode_to_grid, feature_camera, geometry_key, render_features
+from .lift import (
+    LiftError,
+    LiftResult,
+    decode_to_grid,
+    feature_camera,
+    geometry_key,
+    render_features,
+    soft_view_masks,
+)
 from .profiles import FinetuneConfig, LiftConfig
 from .render import resolve_backend
 from .utils import DEFAULT_ARTIFACTS, progress, rng_state, save_torch, seed_everything, set_rng_state, write_json
@@ -144,17 +151,7 @@ def scene_targets(
         Ks = feature_camera(
             torch.stack([torch.as_tensor(v.K, dtype=torch.float32) for v in scene.views]), (H, W), (rh, rw)
         ).to(dev)
-        anon = torch.stack(
-            [
-                torch.as_tensor(np.asarray(v.mask, dtype=np.float32))[None]
-                if getattr(v, "mask", None) is not None
-                else torch.ones(1, H, W)
-                for v in scene.views
-            ]
-        )  # [V, 1, H, W] 1 = use
-        anon_grid = F.interpolate(
-            anon, size=(h, w), mode="bilinear", align_corners=False
-        )  # soft, as the official loader
+        anon_grid = soft_view_masks(scene, (h, w))  # [V, 1, h, w] soft, as the official loader
         targets, masks = [], []
         # on a CPU the views' compositing weights are kept (the refits of one lift share its geometry, notebook 05)
         geo = geometry_key(params) if resolve_backend(backend, dev) == "torch" else None

@@ -256,20 +256,24 @@ def prepare_scene(scene: Scene, backbone: Backbone, cfg: LiftConfig, *, remember
     )
 
 
-def view_masks(scene: Scene, size_hw: tuple[int, int]) -> Tensor:
-    """[V, 1, H, W] bool: the views' validity masks (ScanNet++ anonymisation; True = use) resized to ``size_hw``.
-
-    As the official reader: resize, then any non-zero value counts as valid. Views without a mask: all True.
-    """
+def soft_view_masks(scene: Scene, size_hw: tuple[int, int]) -> Tensor:
+    """[V, 1, H, W] float: the views' validity masks (ScanNet++ anonymisation; 1 = use) resized bilinearly to
+    ``size_hw``, as the official loader does for the fine-tuning loss. Views without a mask: all ones."""
     out = []
     for v in scene.views:
         m = getattr(v, "mask", None)
         if m is None:
-            out.append(torch.ones(1, *size_hw, dtype=torch.bool))
+            out.append(torch.ones(1, *size_hw))
         else:
             t = torch.as_tensor(np.asarray(m, dtype=np.float32))[None, None]  # [1, 1, H, W]
-            out.append(F.interpolate(t, size=size_hw, mode="bilinear", align_corners=False)[0] > 0)
+            out.append(F.interpolate(t, size=size_hw, mode="bilinear", align_corners=False)[0])
     return torch.stack(out)
+
+
+def view_masks(scene: Scene, size_hw: tuple[int, int]) -> Tensor:
+    """[V, 1, H, W] bool: :func:`soft_view_masks` where non-zero (as the official reader: resize, then any non-zero
+    value counts as valid). Views without a mask: all True."""
+    return soft_view_masks(scene, size_hw) > 0
 
 
 def feature_camera(K: Tensor, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
