@@ -871,12 +871,10 @@ def probe_data(scenes: list[Path], max_depth: float = 10.0) -> ProbeData:
     return ProbeData(torch.stack(images), torch.stack(labels), torch.stack(depth), scene_of, views, list(classes or []))
 
 
-def cached_features(
-    backbone: Any, scenes: list[Path], images: Tensor, root: str | Path, *, norm: bool = True
-) -> tuple[Tensor, Tensor]:
-    """Frozen (patch [N, D, h, w], cls [N, D]) of ``images``, computed once per (model identity, scenes) with one
-    forward for both kinds the probes read: after the final LayerNorm (``norm=True``; segmentation) and before it
-    (``norm=False``; the official depth probe)."""
+def cached_features(backbone: Any, scenes: list[Path], images: Tensor, root: str | Path) -> dict[str, Tensor]:
+    """Frozen features of ``images``, computed once per (model identity, scenes) with one forward for both kinds the
+    probes read: after the final LayerNorm (``"patch" [N, D, h, w]``, ``"cls" [N, D]``; segmentation) and before it
+    (``"patch_pre"``, ``"cls_pre"``; the official depth probe)."""
     from . import cache
 
     key = {"stage": "features", "model": backbone.identity(), "scenes": [cache.scene_id(p) for p in scenes]}
@@ -892,8 +890,23 @@ def cached_features(
             **backbone.describe(),
         }
 
-    f = cache.build("features", key, root, make, what="frozen features").torch("features.pt")
-    return (f["patch"], f["cls"]) if norm else (f["patch_pre"], f["cls_pre"])
+    return cache.build("features", key, root, make, what="frozen features").torch("features.pt")
+
+
+def _awareness(val: ProbeData, orig_val: Tensor, ft_val: Tensor, seed: int) -> dict[str, dict[str, float]]:
+    """The 3D-correspondence check on the held-out views: covisible pairs within each scene, matched with the
+    original, fine-tuned and concatenated features (``*_val [N, D, h, w]``)."""
+    from . import awareness as A
+
+    grid = tuple(orig_val.shape[-2:])
+    pairs = []
+    for si in sorted(set(val.scene_of)):
+        ids = [i for i, s in enumerate(val.scene_of) if s == si]
+        pairs += [
+            (ids[a], ids[b], ov) for a, b, ov in A.covisible_pairs([val.views[i] for i in ids], grid, max_pairs=12)
+        ]
+    feats = {"original": orig_val, "finetuned": ft_val, "concat": torch.cat([orig_val, ft_val], 1)}
+    return A.awareness_table(val.views, pairs, feats, seed=seed)
 
 
 def probe_settings_key(cfg: Any) -> dict[str, Any]:
@@ -951,7 +964,6 @@ def run_probes(
     beyond float rounding, each sample's augmentation being seeded by (seed, task, step, slot)).
     """
 
-    from . import awareness as A
     from . import cache
 
     if cfg.protocol == "official":
@@ -993,15 +1005,15 @@ def run_probes(
     def make(out: Path, resume: Path) -> dict[str, Any]:
         t0 = time.time()
         train, val = probe_data(train_scenes, max_depth), probe_data(val_scenes, max_depth)
-        orig_train, orig_cls_train = cached_features(original, train_scenes, train.images, root)
-        orig_val, orig_cls_val = cached_features(original, val_scenes, val.images, root)
-        ft_train, ft_cls_train = cached_features(finetuned, train_scenes, train.images, root)
-        ft_val, ft_cls_val = cached_features(finetuned, val_scenes, val.images, root)
-        norm = cfg.depth_final_norm  # the depth probe's features: before the final LayerNorm, officially
-        d_orig_train, d_orig_cls_train = cached_features(original, train_scenes, train.images, root, norm=norm)
-        d_orig_val, d_orig_cls_val = cached_features(original, val_scenes, val.images, root, norm=norm)
-        d_ft_train, d_ft_cls_train = cached_features(finetuned, train_scenes, train.images, root, norm=norm)
-        d_ft_val, d_ft_cls_val = cached_features(finetuned, val_scenes, val.images, root, norm=norm)
+        splits = ((train_scenes, train), (val_scenes, val))
+        orig_tv = [cached_features(original, scenes, data.images, root) for scenes, data in splits]
+        ft_tv = [cached_features(finetuned, scenes, data.images, root) for scenes, data in splits]
+        (orig_train, orig_val), (ft_train, ft_val) = ([f["patch"] for f in fs] for fs in (orig_tv, ft_tv))
+        pre = "" if cfg.depth_final_norm else "_pre"  # the depth probe reads features before the final LayerNorm
+        d_orig_train, d_orig_val = (f["patch" + pre] for f in orig_tv)
+        d_orig_cls_train, d_orig_cls_val = (f["cls" + pre] for f in orig_tv)
+        d_ft_train, d_ft_val = (f["patch" + pre] for f in ft_tv)
+        d_ft_cls_train, d_ft_cls_val = (f["cls" + pre] for f in ft_tv)
         results: dict[str, dict[str, dict[str, float]]] = {"seg": {}, "depth": {}}
         examples: dict[str, dict[str, Tensor]] = {}
         curves: dict[str, list[float]] = {}
@@ -1049,18 +1061,7 @@ def run_probes(
             )
             results["depth"][variant] = dict(r.metrics)
             examples[f"depth/{variant}"], curves[f"depth/{variant}"] = r.examples, r.losses
-        aware: dict[str, dict[str, float]] = {}
-        if cfg.awareness:
-            grid = tuple(orig_val.shape[-2:])
-            pairs = []
-            for si in sorted(set(val.scene_of)):
-                ids = [i for i, s in enumerate(val.scene_of) if s == si]
-                pairs += [
-                    (ids[a], ids[b], ov)
-                    for a, b, ov in A.covisible_pairs([val.views[i] for i in ids], grid, max_pairs=12)
-                ]
-            feats = {"original": orig_val, "finetuned": ft_val, "concat": torch.cat([orig_val, ft_val], 1)}
-            aware = A.awareness_table(val.views, pairs, feats, seed=seed)
+        aware = _awareness(val, orig_val, ft_val, seed) if cfg.awareness else {}
         idx = next(iter(examples.values()))["index"]
         torch.save(
             {
@@ -1834,7 +1835,6 @@ def _run_probes_official(
     num_workers: int,
 ) -> dict[str, Any]:
     """``run_probes`` under ``protocol == "official"`` (see there)."""
-    from . import awareness as A
     from . import cache
 
     def pair(sets: tuple[Any, Any] | None) -> tuple[Any, Any]:
@@ -1907,18 +1907,9 @@ def _run_probes_official(
         aware: dict[str, dict[str, float]] = {}
         if run_awareness:
             val = probe_data(val_scenes, max_depth)
-            orig_val, _ = cached_features(original, val_scenes, val.images, root)
-            ft_val, _ = cached_features(finetuned, val_scenes, val.images, root)
-            grid = tuple(orig_val.shape[-2:])
-            pairs = []
-            for si in sorted(set(val.scene_of)):
-                ids = [i for i, s in enumerate(val.scene_of) if s == si]
-                pairs += [
-                    (ids[a], ids[b], ov)
-                    for a, b, ov in A.covisible_pairs([val.views[i] for i in ids], grid, max_pairs=12)
-                ]
-            feats = {"original": orig_val, "finetuned": ft_val, "concat": torch.cat([orig_val, ft_val], 1)}
-            aware = A.awareness_table(val.views, pairs, feats, seed=seed)
+            orig_val = cached_features(original, val_scenes, val.images, root)["patch"]
+            ft_val = cached_features(finetuned, val_scenes, val.images, root)["patch"]
+            aware = _awareness(val, orig_val, ft_val, seed)
         s0, d0 = next(iter(seg.values())), next(iter(dep.values()))
         torch.save(
             {
