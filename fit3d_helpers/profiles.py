@@ -17,7 +17,6 @@ the expected type and the valid keys, before anything runs. Every config validat
 from __future__ import annotations
 
 import ast
-import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -58,6 +57,18 @@ def _choice(section: str, obj: Any, name: str, choices: tuple[Any, ...]) -> None
         raise ConfigError(f"{section}.{name} must be one of {list(choices)}, got {v!r}")
 
 
+def _check_holdout_every(every: int) -> None:
+    if every < 0 or every == 1:
+        raise ConfigError(f"lift.holdout_every must be 0 (no hold-out) or >= 2, got {every!r}")
+
+
+def _variants(section: str, variants: tuple[str, ...]) -> None:
+    if not variants or any(v not in PROBE_VARIANTS for v in variants):
+        raise ConfigError(
+            f"{section}.variants must be a non-empty subset of {list(PROBE_VARIANTS)}, got {list(variants)}"
+        )
+
+
 def holdout_split(n_views: int, every: int) -> tuple[list[int], list[int]]:
     """(train ids, held-out ids) of ``n_views`` views: every ``every``-th view is held out, starting at ``every // 2``.
 
@@ -65,8 +76,7 @@ def holdout_split(n_views: int, every: int) -> tuple[list[int], list[int]]:
     or (with ≥ 2 views and ``every > 0``) no held-out view, raises :class:`ConfigError` naming ``lift.holdout_every``.
     """
     ids = list(range(n_views))
-    if every < 0 or every == 1:
-        raise ConfigError(f"lift.holdout_every must be 0 (no hold-out) or >= 2, got {every!r}")
+    _check_holdout_every(every)
     held = ids[every // 2 :: every] if every > 0 else []
     train = [i for i in ids if i not in held]
     if not train:
@@ -211,8 +221,7 @@ class LiftConfig:
         )
         if self.sh_degree > 3:
             raise ConfigError(f"lift.sh_degree must be 0..3, got {self.sh_degree!r}")
-        if self.holdout_every < 0 or self.holdout_every == 1:
-            raise ConfigError(f"lift.holdout_every must be 0 (no hold-out) or >= 2, got {self.holdout_every!r}")
+        _check_holdout_every(self.holdout_every)
         if self.prune_opacity >= 1:
             raise ConfigError(f"lift.prune_opacity must be < 1, got {self.prune_opacity!r}")
         _choice("lift", self, "strategy", ("simple", "gsplat"))
@@ -280,11 +289,7 @@ class ProbeConfig:
         _non_negative("probe", self, "depth_grad_weight", "num_workers")
         _positive("probe", self, "official_scale", "loss_downscale")
         _choice("probe", self, "protocol", ("cached", "official"))
-        bad = [v for v in self.variants if v not in PROBE_VARIANTS]
-        if bad or not self.variants:
-            raise ConfigError(
-                f"probe.variants must be a non-empty subset of {list(PROBE_VARIANTS)}, got {list(self.variants)}"
-            )
+        _variants("probe", self.variants)
 
 
 @dataclass(frozen=True)
@@ -309,11 +314,7 @@ class AblationConfig:
             raise ConfigError(f"ablations.feature_factors must be integers >= 0, got {list(self.feature_factors)}")
         if any(m not in ("full", "lora") for m in self.modes):
             raise ConfigError(f"ablations.modes must be 'full' or 'lora', got {list(self.modes)}")
-        bad = [v for v in self.variants if v not in PROBE_VARIANTS]
-        if bad or not self.variants:
-            raise ConfigError(
-                f"ablations.variants must be a non-empty subset of {list(PROBE_VARIANTS)}, got {list(self.variants)}"
-            )
+        _variants("ablations", self.variants)
 
 
 @dataclass(frozen=True)
@@ -507,7 +508,8 @@ def coerce(key: str, value: Any, t: Any) -> Any:
     raise ConfigError(f"{key} expects {type_name(t)}, got {value!r} ({type(value).__name__})")
 
 
-def _valid_keys_text() -> str:
+def valid_keys_text() -> str:
+    """Every setting with its type, as error messages list them."""
     types_ = setting_types()
     return ", ".join(f"{k} ({type_name(t)})" for k, t in types_.items())
 
@@ -519,7 +521,7 @@ def apply_overrides(profile: Profile, overrides: dict[str, Any] | None) -> Profi
     types_ = setting_types()
     unknown = [k for k in overrides if k not in types_]
     if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown}. Valid keys: {_valid_keys_text()}")
+        raise ConfigError(f"unknown setting(s) {unknown}. Valid keys: {valid_keys_text()}")
     by_section: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for key, value in overrides.items():
@@ -547,11 +549,6 @@ def load_profile(name: str | Profile = "smoke", overrides: dict[str, Any] | None
             f"overrides must be a dict of dotted keys, e.g. {{'lift.iterations': 2000}}; got {overrides!r}"
         )
     return apply_overrides(base, overrides)
-
-
-def as_dict(cfg: Any) -> dict[str, Any]:
-    """A config section as a plain dict (tuples as lists), e.g. for an artifact key."""
-    return dataclasses.asdict(cfg)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def plan_parameters(
     Raises :class:`ParameterError` before anything runs when a key is neither a profile setting nor a knob of a
     selected notebook, or when a value does not parse to its setting's type; the message lists the valid keys.
     """
-    from .profiles import ConfigError, load_profile, setting_types, type_name
+    from .profiles import ConfigError, load_profile, valid_keys_text
 
     overrides = dict(overrides or {})
     if defined is None:
@@ -217,7 +217,7 @@ def plan_parameters(
         elif not any(name in defined[nb] for nb in notebooks):
             problems.append(f"--set {key}: neither a profile setting nor a parameter of a selected notebook")
     if problems:
-        valid_settings = ", ".join(f"{k} ({type_name(t)})" for k, t in setting_types().items())
+        valid_settings = valid_keys_text()
         valid = "\n".join(
             f"  {nb.name}: {', '.join(k for k in defined[nb] if k not in ('profile', 'overrides')) or '(none)'}"
             for nb in notebooks
