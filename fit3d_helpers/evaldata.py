@@ -373,7 +373,7 @@ class EvalSet:
             s = self.load(i)
             img, lab, dep = s["image"], s["labels"], s["depth"]
             if lab is not None:
-                self._check_label_ids(lab, self.items[i].label_path)
+                self.check_label_ids(lab, self.items[i].label_path)
             if dep is not None and depth_mask != "none":
                 keep = self.eval_mask(dep) if depth_mask == "eval" else (dep > self.min_depth) & (dep < self.max_depth)
                 dep = np.where(keep, dep, np.float32(0)).astype(np.float32)
@@ -418,7 +418,8 @@ class EvalSet:
             images=images, labels=labels, depth=depth, scene_of=[0] * shape[0], views=[], classes=list(self.classes)
         )
 
-    def _check_label_ids(self, labels: np.ndarray, path: Path | None) -> None:
+    def check_label_ids(self, labels: np.ndarray, path: Path | None) -> None:
+        """Raise when ``labels`` hold a class id outside this set's class table (the ignore index apart)."""
         bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= len(self.classes)))
         if bad.any():
             ids = sorted({int(v) for v in np.unique(labels[bad])})[:5]

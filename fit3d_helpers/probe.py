@@ -126,6 +126,22 @@ def segmentation_metrics(pred: Tensor, target: Tensor, num_classes: int, ignore_
     return metrics_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
 
 
+def sigloss_warmup(steps: int) -> int:
+    """SigLoss's warm-up steps: the official 100 of 38,400 iterations, scaled to a run of ``steps``."""
+    return int(round(SIGLOSS_WARMUP_ITERS_OFFICIAL * steps / 38400))
+
+
+def mean_over_images(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-image depth metrics averaged over the images with a valid pixel (``nanmean`` of the official toolbox);
+    ``n_valid`` sums their pixels. NaN metrics when no image has one."""
+    rows = [r for r in rows if r["n_valid"] > 0]
+    if not rows:
+        return {"rmse": float("nan"), "absrel": float("nan"), "delta1": float("nan"), "n_valid": 0}
+    out: dict[str, float] = {k: float(np.mean([r[k] for r in rows])) for k in ("rmse", "absrel", "delta1")}
+    out["n_valid"] = int(sum(r["n_valid"] for r in rows))
+    return out
+
+
 def depth_metrics(
     pred: Tensor, target: Tensor, mask: Tensor | None = None, *, per_image: bool = False
 ) -> dict[str, float]:
@@ -145,13 +161,7 @@ def depth_metrics(
     if per_image:
         if pred.ndim < 2:
             raise ValueError("per_image=True needs a leading image dimension: [N, H, W]")
-        rows = [depth_metrics(p, t, v) for p, t, v in zip(pred, target, valid)]
-        rows = [r for r in rows if r["n_valid"] > 0]
-        if not rows:
-            return {"rmse": float("nan"), "absrel": float("nan"), "delta1": float("nan"), "n_valid": 0}
-        out = {k: float(np.mean([r[k] for r in rows])) for k in ("rmse", "absrel", "delta1")}
-        out["n_valid"] = int(sum(r["n_valid"] for r in rows))
-        return out
+        return mean_over_images([depth_metrics(p, t, v) for p, t, v in zip(pred, target, valid)])
     p, t = pred[valid], target[valid]
     n = int(valid.sum())
     if n == 0:
@@ -765,7 +775,7 @@ def train_depth_probe(
         opt, lambda s: _lr_factor(s, steps, warmup, DEPTH_WARMUP_RATIO, "cosine", DEPTH_MIN_LR_RATIO)
     )
     if sigloss_warmup_steps is None:
-        sigloss_warmup_steps = int(round(SIGLOSS_WARMUP_ITERS_OFFICIAL * steps / 38400))
+        sigloss_warmup_steps = sigloss_warmup(steps)
 
     losses: list[float] = []
     model.train()
@@ -1268,13 +1278,7 @@ class EvalSetSource:
     def load(self, i: int) -> dict[str, Any]:
         s = self.set.load(i)
         if s["labels"] is not None:
-            lab = s["labels"]
-            bad = (lab != self.set.ignore_index) & ((lab < 0) | (lab >= len(self.set.classes)))
-            if bad.any():
-                raise ValueError(
-                    f"{self.set.name}: {s['path']} has class ids {sorted({int(v) for v in np.unique(lab[bad])})[:5]}"
-                    f" outside the {len(self.set.classes)}-class table"
-                )
+            self.set.check_label_ids(s["labels"], self.set.items[i].label_path)
         return s
 
     def eval_mask(self, depth: np.ndarray) -> np.ndarray:
@@ -1639,7 +1643,7 @@ def train_probes_official(
         models[v] = ProbeModel(asm, head).to(device).train()
         opts[v] = torch.optim.AdamW(models[v].parameters(), lr=lr, weight_decay=wd, betas=(0.9, 0.999))
         scheds[v] = torch.optim.lr_scheduler.LambdaLR(opts[v], lambda s, f=factor: f(s))
-    sig_warm = int(round(SIGLOSS_WARMUP_ITERS_OFFICIAL * steps / 38400))
+    sig_warm = sigloss_warmup(steps)
     chunk = max(1, int(settings.depth_samples_per_gpu))
 
     n_train = len(train_src)
@@ -1756,12 +1760,7 @@ def train_probes_official(
         if task == "seg":
             metrics = metrics_from_confusion(cms[v])
         else:
-            ok = [r for r in rows[v] if r["n_valid"] > 0]
-            if ok:
-                metrics = {k: float(np.mean([r[k] for r in ok])) for k in ("rmse", "absrel", "delta1")}
-                metrics["n_valid"] = int(sum(r["n_valid"] for r in ok))
-            else:
-                metrics = {"rmse": float("nan"), "absrel": float("nan"), "delta1": float("nan"), "n_valid": 0}
+            metrics = mean_over_images(rows[v])
         models[v].cpu()
         config = dict(
             task=task,
