@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fit3d_helpers.runner import run_notebooks
+from fit3d_helpers.course.runner import run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 

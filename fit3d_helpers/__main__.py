@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import runner
+    from .course import runner
 
     if args.command == "run":
         return runner.main_run(args)

@@ -14,9 +14,9 @@ import argparse
 import sys
 
 from . import pipeline
+from .course.runner import ParameterError, parse_overrides
 from .distributed import cleanup, init_distributed
 from .profiles import ConfigError, load_profile
-from .runner import ParameterError, parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:

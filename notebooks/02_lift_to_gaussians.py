@@ -55,7 +55,7 @@ import fit3d_helpers  # fails here, naming the module, if the course is not inst
 print(f"fit3d_helpers {fit3d_helpers.__version__} from {fit3d_helpers.__path__[0]}")
 
 # %%
-import fit3d_helpers.viz as viz
+import fit3d_helpers.course.viz as viz
 from fit3d_helpers import pipeline
 from fit3d_helpers.profiles import load_profile
 

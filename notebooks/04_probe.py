@@ -55,7 +55,7 @@ print(f"fit3d_helpers {fit3d_helpers.__version__} from {fit3d_helpers.__path__[0
 # %%
 from pathlib import Path
 
-import fit3d_helpers.viz as viz
+import fit3d_helpers.course.viz as viz
 from fit3d_helpers import pipeline
 from fit3d_helpers.profiles import load_profile
 
@@ -151,9 +151,12 @@ viz.table(viz.in_percent(stats["results"]["depth"]), f"depth on {where} (RMSE in
 # clustering, the probes' predictions, and matched points across two views.
 
 # %%
-from fit3d_helpers import figures
+from fit3d_helpers import figure_data
+from fit3d_helpers.course import figures
 
-fig_data = figures.figure_data(prof, split, original, tuned, artifacts_dir).torch("figures.pt") if split.val else None
+fig_data = (
+    figure_data.figure_data(prof, split, original, tuned, artifacts_dir).torch("figures.pt") if split.val else None
+)
 
 # %% [markdown]
 # **Figure 1, ours.** *What to look at:* the rendered column is the 3D-consistent target; the fine-tuned column should
@@ -199,7 +202,7 @@ if fig_data is not None and "uv_a" in fig_data:
 # beside ours.
 
 # %%
-from fit3d_helpers import paper
+from fit3d_helpers.course import paper
 
 viz.table(
     {

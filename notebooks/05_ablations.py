@@ -51,7 +51,7 @@ import fit3d_helpers  # fails here, naming the module, if the course is not inst
 print(f"fit3d_helpers {fit3d_helpers.__version__} from {fit3d_helpers.__path__[0]}")
 
 # %%
-import fit3d_helpers.viz as viz
+import fit3d_helpers.course.viz as viz
 from fit3d_helpers import ablations, pipeline
 from fit3d_helpers.profiles import load_profile
 
@@ -128,7 +128,7 @@ viz.ablation_figure(abl["rows"]).show()
 # NYUv2 segmentation (mIoU / mAcc / aAcc, %), from the paper's tables. The report shows them beside our rows.
 
 # %%
-from fit3d_helpers import paper
+from fit3d_helpers.course import paper
 
 paper_rows = {}
 for r in paper.ablation_rows():

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from fit3d_helpers.runner import run_notebooks
+    from fit3d_helpers.course.runner import run_notebooks
 
     out = tmp_path_factory.mktemp("course")
     # a per-cell timeout turns a hang into a failure with the cell named (the longest smoke cell takes ~8 min)

@@ -62,7 +62,7 @@ def test_title_summary_then_parameters(src: Path) -> None:
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_every_formula_of_the_markdown_becomes_mathml(src: Path) -> None:
     """A formula latex2mathml cannot read falls back to raw TeX in the report: none of the course's may."""
-    from fit3d_helpers.report import render_markdown_math
+    from fit3d_helpers.course.report import render_markdown_math
 
     nb = jupytext.read(src)
     for cell in nb.cells:

@@ -1,4 +1,4 @@
-"""The paper's numbers (fit3d_helpers.paper): checks that catch a transcription slip, not a copy of the tables.
+"""The paper's numbers (fit3d_helpers.course.paper): checks that catch a transcription slip, not a copy of the tables.
 
 Each check uses a relation the paper itself states or implies: a difference it quotes, a row that two tables share,
 the direction of every main result, the ordering mIoU ≤ mAcc ≤ aAcc that holds for any segmentation.
@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from fit3d_helpers import paper
+from fit3d_helpers.course import paper
 
 
 def test_every_record_names_its_table_and_is_frozen():

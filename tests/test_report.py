@@ -13,9 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fit3d_helpers import cache, report
-from fit3d_helpers.report import BANNER_CLASS, REMOTE_PATTERNS, build_index, export_html
-from fit3d_helpers.runner import execute_notebook
+from fit3d_helpers import cache
+from fit3d_helpers.course import report
+from fit3d_helpers.course.report import BANNER_CLASS, REMOTE_PATTERNS, build_index, export_html
+from fit3d_helpers.course.runner import execute_notebook
 from fit3d_helpers.utils import RANDOM_WEIGHTS_BANNER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -499,7 +500,7 @@ def test_browser_check_command_line(tmp_path):
 
 
 def test_browser_check_exit_status_without_browser(tmp_path, monkeypatch, capsys):
-    from fit3d_helpers import browser
+    from fit3d_helpers.course import browser
 
     index = build_index(tmp_path / "report", tmp_path / "none", {"profile": "smoke"})
     monkeypatch.setattr(browser, "find_chromium", lambda explicit=None: None)

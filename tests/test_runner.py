@@ -9,9 +9,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fit3d_helpers import runner
 from fit3d_helpers.__main__ import main as cli_main
-from fit3d_helpers.report import BANNER_CLASS, REMOTE_PATTERNS
+from fit3d_helpers.course import runner
+from fit3d_helpers.course.report import BANNER_CLASS, REMOTE_PATTERNS
 from fit3d_helpers.utils import RANDOM_WEIGHTS_BANNER
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fit3d_helpers import cache, paper, report, slides
-from fit3d_helpers.glossary import GLOSSARY, deviations, questions
-from fit3d_helpers.report import BANNER_CLASS, FIGURE_INFO, REMOTE_PATTERNS, build_report
+from fit3d_helpers import cache
+from fit3d_helpers.course import paper, report, slides
+from fit3d_helpers.course.glossary import GLOSSARY, deviations, questions
+from fit3d_helpers.course.report import BANNER_CLASS, FIGURE_INFO, REMOTE_PATTERNS, build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BANNER_MARK = f'class="{BANNER_CLASS}"'
@@ -402,7 +403,7 @@ def test_browser_notebook_code_toggle(tmp_path):
 
 def test_finish_report_builds_every_page_and_the_figures(tmp_path):
     """What the runner does after a batch: banner on the notebook pages, figures, index, slides, glossary, fidelity."""
-    from fit3d_helpers import runner
+    from fit3d_helpers.course import runner
 
     arts, rep = tmp_path / "artifacts", tmp_path / "report"
     make_artifacts(arts)

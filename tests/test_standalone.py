@@ -10,8 +10,8 @@ import pytest
 
 from fit3d_helpers import pipeline
 from fit3d_helpers.cache import MissingArtifact
+from fit3d_helpers.course.runner import NotebookFailed, execute_notebook
 from fit3d_helpers.profiles import SceneSplit, load_profile
-from fit3d_helpers.runner import NotebookFailed, execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

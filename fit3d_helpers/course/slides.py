@@ -1,9 +1,9 @@
 """The slide deck of a run: ``report/slides.html``, one idea per slide, 16:9, one file that works offline.
 
-Built with the report (:func:`fit3d_helpers.report.build_index`, called by the runner after a batch run) from the same
-context as the index: this run's figures (embedded as data URIs, so the deck is one file that can be mailed), its
-tables beside the paper's, the deviations, the glossary pointer. No CDN and no framework: the CSS and a few lines of
-JavaScript are inlined (``templates/slides.html.j2``): → / space / PageDown next, ← / PageUp previous, Home / End,
+Built with the report (:func:`fit3d_helpers.course.report.build_index`, called by the runner after a batch run) from
+the same context as the index: this run's figures (embedded as data URIs, so the deck is one file that can be mailed),
+its tables beside the paper's, the deviations, the glossary pointer. No CDN and no framework: the CSS and a few lines
+of JavaScript are inlined (``templates/slides.html.j2``): → / space / PageDown next, ← / PageUp previous, Home / End,
 ``#N`` in the address opens slide N, and the 1280×720 slide is scaled to the window. Printing gives one slide per page;
 without JavaScript the slides are shown one below the other.
 
@@ -250,7 +250,7 @@ def _takeaways(ctx: Mapping[str, Any]) -> list[Any]:
 
 
 def deck_context(ctx: Mapping[str, Any], *, inline_figures: bool = True) -> dict[str, Any]:
-    """What ``templates/slides.html.j2`` shows, from :func:`fit3d_helpers.report.report_context`."""
+    """What ``templates/slides.html.j2`` shows, from :func:`fit3d_helpers.course.report.report_context`."""
     from .report import _figure_models
 
     figs = {
@@ -307,7 +307,7 @@ def build_slides(
 ) -> Path:
     """Write ``report_dir/slides.html``; returns its path.
 
-    context: :func:`fit3d_helpers.report.report_context` of this report (built from the arguments when None).
+    context: :func:`fit3d_helpers.course.report.report_context` of this report (built from the arguments when None).
     inline_figures: embed the PNGs of ``report_dir/figures/`` as data URIs (one file that can be mailed); False
         references them as ``figures/*.png`` (offline too, but the deck then needs its folder).
     """

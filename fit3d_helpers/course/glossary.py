@@ -1,10 +1,11 @@
 """What a presenter of the course is asked: a glossary, examiner questions with short answers, and the deviations from
-the paper. Plain data, rendered by :mod:`fit3d_helpers.report` (``report/glossary.html``, a table on the index) and
-:mod:`fit3d_helpers.slides`.
+the paper. Plain data, rendered by :mod:`fit3d_helpers.course.report` (``report/glossary.html``, a table on the index)
+and :mod:`fit3d_helpers.course.slides`.
 
-Texts are markdown with TeX math (``$…$``), turned into MathML by :func:`fit3d_helpers.report.render_markdown_math`.
-The only numbers in them are the paper's, taken from :mod:`fit3d_helpers.paper` with their table, and the course's
-settings, taken from :mod:`fit3d_helpers.profiles`; nothing here is a result of a run.
+Texts are markdown with TeX math (``$…$``), turned into MathML by
+:func:`fit3d_helpers.course.report.render_markdown_math`. The only numbers in them are the paper's, taken from
+:mod:`fit3d_helpers.course.paper` with their table, and the course's settings, taken from
+:mod:`fit3d_helpers.profiles`; nothing here is a result of a run.
 
 Public names: :data:`GLOSSARY` (term, anchor, text), :func:`questions` (question, answer),
 :func:`deviations` (rows of the "where this course deviates from the paper" table), :data:`Term`, :data:`Deviation`.
@@ -299,7 +300,7 @@ class Deviation:
 
 
 def _settings(profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from .profiles import load_profile, settings
+    from ..profiles import load_profile, settings
 
     return settings(load_profile(profile, overrides or None))
 

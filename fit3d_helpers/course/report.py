@@ -15,18 +15,18 @@ Everything this module writes opens offline: no ``<script src="http…">`` and n
   :data:`~fit3d_helpers.utils.RANDOM_WEIGHTS_BANNER`, or when the caller passes ``banner``.
 
 :func:`build_report` (what the runner calls after a batch) draws the presenter's figures into ``report/figures/``
-(:func:`export_figures`, with :func:`fit3d_helpers.figures.export_pngs`) and then :func:`build_index` writes the
-report's own pages from ``report/run.json`` (see :mod:`fit3d_helpers.runner`) and the artifacts
+(:func:`export_figures`, i.e. :func:`fit3d_helpers.course.figures.export_pngs`) and then :func:`build_index` writes the
+report's own pages from ``report/run.json`` (see :mod:`fit3d_helpers.course.runner`) and the artifacts
 (:func:`fit3d_helpers.cache.iter_artifacts`), with the Jinja2 templates in ``fit3d_helpers/templates``:
 
 * ``index.html``: the method diagram, the four figures with what to look at, the headline probe numbers, the paper's
   Tables 1–5, 7, 8, 13 (and 9–12) beside ours, the ablations, where the course deviates from the paper, the run;
-* ``slides.html``: the deck (:mod:`fit3d_helpers.slides`), one offline file;
-* ``glossary.html``: glossary and examiner questions (:mod:`fit3d_helpers.glossary`);
+* ``slides.html``: the deck (:mod:`fit3d_helpers.course.slides`), one offline file;
+* ``glossary.html``: glossary and examiner questions (:mod:`fit3d_helpers.course.glossary`);
 * ``fidelity.html``: ``docs/fidelity.md`` rendered, so the links to it work from the report folder;
 * ``artifacts.html``: the appendix, every artifact, one table per stage.
 
-The only typed numbers in them are the paper's, taken from :mod:`fit3d_helpers.paper` and labelled with their
+The only typed numbers in them are the paper's, taken from :mod:`fit3d_helpers.course.paper` and labelled with their
 table. Under random weights no difference of ours is coloured or worded as a gain.
 
 Notebook pages hide their code cells by default (a "show code" button at the top shows them; outputs stay).
@@ -47,8 +47,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..utils import RANDOM_WEIGHTS_BANNER, read_json
 from . import paper
-from .utils import RANDOM_WEIGHTS_BANNER, read_json
 
 __all__ = [
     "BANNER_CLASS",
@@ -389,7 +389,7 @@ def scan_artifacts(artifacts_dir: str | Path) -> list[dict[str, Any]]:
 
     Each entry: ``stage``, ``hash``, ``path`` (the version folder), ``stats``, ``config`` (or {}), ``mtime``.
     """
-    from .cache import ArtifactError, iter_artifacts
+    from ..cache import ArtifactError, iter_artifacts
 
     found: list[dict[str, Any]] = []
     for art in iter_artifacts(artifacts_dir):
@@ -940,7 +940,7 @@ def _stage_models(arts: list[dict[str, Any]], profile: str | None) -> list[dict[
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Figures (drawn by fit3d_helpers.figures from the artifacts; PNGs in report/figures/)
+# Figures (drawn by fit3d_helpers.course.figures from the artifacts; PNGs in report/figures/)
 # ----------------------------------------------------------------------------------------------------------
 
 FIGURES_DIR = "figures"
@@ -1004,103 +1004,17 @@ def _png_to_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _draw_figures(
-    artifacts_dir: Path, out_dir: Path, profile: str | None, names: Iterable[str] | None = None
-) -> tuple[dict[str, Path], dict[str, str]]:
-    """What :func:`fit3d_helpers.figures.export_pngs` draws, one figure at a time (a figure that cannot be drawn, e.g.
-    from an artifact of an older format, leaves the others), plus the slides' two-example probe figure.
-    ``names``: only these figures (default: all)."""
-    import matplotlib.pyplot as plt
-
-    from . import cache
-    from . import figures as _figures
-
-    wanted = set(names) if names is not None else {*FIGURE_INFO, *SLIDE_FIGURES}
-    figure_keys = {"figure1", "kmeans", "matches", "stage1_slide"}
-    written: dict[str, Path] = {}
-    errors: dict[str, str] = {}
-    arts = [
-        a for a in cache.iter_artifacts(artifacts_dir) if profile is None or a.stats.get("profile") in (None, profile)
-    ]
-
-    def save(name: str, draw: Any) -> None:
-        if name not in wanted:
-            return
-        try:
-            fig = draw()
-            path, tmp = out_dir / f"{name}.png", out_dir / f".{name}.png.tmp"
-            fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-            plt.close(fig)
-            tmp.replace(path)
-            written[name] = path
-        except Exception as e:  # this figure's failure is reported; the others are still drawn
-            plt.close("all")
-            errors[name] = f"{type(e).__name__}: {e}"[:300]
-
-    def load(art: Any, file: str, names: tuple[str, ...]) -> Any:
-        try:
-            return art.torch(file)
-        except Exception as e:
-            errors.update({n: f"{type(e).__name__}: {e}"[:300] for n in names if n in wanted})
-            return None
-
-    figs = [a for a in arts if a.stage == "figures"]
-    if figs and wanted & figure_keys:
-        newest = max(figs, key=lambda a: a.mtime)
-        data = load(newest, "figures.pt", tuple(figure_keys))
-        if data is not None:
-            rnd = newest.stats.get("weights") == "random"
-            save("figure1", lambda: _figures.draw_figure1(data, random_weights=rnd))
-            save("stage1_slide", lambda: _draw_stage1(data))
-            save("kmeans", lambda: _figures.draw_kmeans(data))
-            if "uv_a" in data:
-                save("matches", lambda: _figures.draw_matches(data))
-    probes = [a for a in arts if a.stage == "probe" and a.stats.get("headline")]
-    if probes and wanted & {"probe_predictions", "probe_predictions_slide"}:
-        newest = max(probes, key=lambda a: a.mtime)
-        ex = load(newest, "examples.pt", ("probe_predictions", "probe_predictions_slide"))
-        if ex is not None:
-            classes = list(newest.stats.get("classes", []))
-            max_depth = float(ex["depth"].max() or 10) if "depth" in ex else 10.0
-            save("probe_predictions", lambda: _figures.draw_probe_predictions(ex, classes, max_depth))
-            save("probe_predictions_slide", lambda: _figures.draw_probe_predictions(ex, classes, max_depth, n=2))
-    return written, errors
-
-
-def _draw_stage1(data: Mapping[str, Any]) -> Any:
-    """Figure 1's "rendered (3D-aware)" column beside the image: what stage 1 produces (same PCA basis per row as
-    :func:`fit3d_helpers.figures.draw_figure1`, so the colours are figure 1's)."""
-    import matplotlib.pyplot as plt
-
-    from .figures import _off, _upsample_rgb
-    from .viz import pca_basis, pca_rgb
-
-    keys = [k for k in ("original", "rendered", "finetuned", "released") if k in data]
-    n = data["images"].shape[0]
-    H, W = data["images"].shape[1:3]
-    fig, axes = plt.subplots(n, 2, figsize=(6.4, 3.2 * n * H / W + 0.5), squeeze=False)
-    for r in range(n):
-        basis = pca_basis(*[data[k][r] for k in keys])
-        axes[r, 0].imshow(data["images"][r].numpy())
-        axes[r, 1].imshow(_upsample_rgb(pca_rgb(data["rendered"][r], basis), (H, W)))
-        for ax in axes[r]:
-            _off(ax)
-    axes[0, 0].set_title("held-out view", fontsize=15)
-    axes[0, 1].set_title("rendered features (PCA)", fontsize=15)
-    fig.tight_layout()
-    return fig
-
-
 def export_figures(
     report_dir: str | Path, artifacts_dir: str | Path, profile: str | None = None
 ) -> tuple[dict[str, Path], dict[str, str]]:
-    """Draw the presenter's figures into ``report_dir/figures/`` with :func:`fit3d_helpers.figures.export_pngs`, plus
-    a two-example probe figure for the slides. Returns ``({name: png}, {name: why it could not be drawn})``.
+    """Draw the presenter's figures and the slides' variants into ``report_dir/figures/``
+    (:func:`fit3d_helpers.course.figures.export_pngs`). Returns ``({name: png}, {name: why it could not be drawn})``.
 
     A figure whose artifact is missing is neither drawn nor an error (the pages say which notebook makes it). PNGs of
-    an earlier run are removed first, so no picture outlives its artifact. When ``export_pngs`` fails (e.g. on an
-    artifact of an older format), the figures are drawn one by one and each failure is reported on its own.
+    an earlier run are removed first, so no picture outlives its artifact.
     """
+    from . import figures as _figures
+
     artifacts_dir = Path(artifacts_dir)
     out = Path(report_dir) / FIGURES_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -1108,14 +1022,7 @@ def export_figures(
         (out / f"{name}.png").unlink(missing_ok=True)
     if not artifacts_dir.is_dir():
         return {}, {}
-    try:
-        from . import figures as _figures
-
-        written = {k: Path(v) for k, v in _figures.export_pngs(artifacts_dir, out, profile=profile).items()}
-    except Exception:  # drawn one by one below; each failure is then reported with its figure
-        return _draw_figures(artifacts_dir, out, profile)
-    extra, errors = _draw_figures(artifacts_dir, out, profile, SLIDE_FIGURES)
-    return {**written, **extra}, errors
+    return _figures.export_pngs(artifacts_dir, out, profile=profile)
 
 
 def _figure_models(
@@ -1234,8 +1141,8 @@ def _headline_probe(mine: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _deviation_models(run: Mapping[str, Any]) -> dict[str, Any]:
+    from ..profiles import setting_types
     from .glossary import deviations
-    from .profiles import setting_types
 
     profile = run.get("profile")
     keys = setting_types()
@@ -1399,7 +1306,7 @@ def build_index(
     """Write the report's own pages from the run metadata and the artifacts; returns the index's path.
 
     ``index.html`` (figures, method, headline, the paper beside ours, ablations, deviations, the run),
-    ``artifacts.html`` (every artifact), ``slides.html`` (:mod:`fit3d_helpers.slides`), ``glossary.html`` and
+    ``artifacts.html`` (every artifact), ``slides.html`` (:mod:`fit3d_helpers.course.slides`), ``glossary.html`` and
     ``fidelity.html`` (``docs/fidelity.md``). Figures are the PNGs already in ``report_dir/figures/``
     (:func:`export_figures` draws them; :func:`build_report` does both).
 
@@ -1431,7 +1338,7 @@ def build_index(
 
 
 def build_glossary(report_dir: str | Path, ctx: Mapping[str, Any] | None = None) -> Path:
-    """``report_dir/glossary.html``: the glossary and the examiner questions (:mod:`fit3d_helpers.glossary`)."""
+    """``report_dir/glossary.html``: the glossary and the examiner questions (:mod:`fit3d_helpers.course.glossary`)."""
     from .glossary import GLOSSARY, questions
 
     report_dir = Path(report_dir)
@@ -1451,7 +1358,7 @@ def build_glossary(report_dir: str | Path, ctx: Mapping[str, Any] | None = None)
 def fidelity_source(run: Mapping[str, Any] | None = None) -> Path | None:
     """``docs/fidelity.md`` of the run's checkout, else of the checkout this package is part of; None if neither."""
     roots = [Path(run["cwd"])] if run and run.get("cwd") else []
-    roots.append(Path(__file__).resolve().parents[1])
+    roots.append(Path(__file__).resolve().parents[2])
     return next((r / "docs" / "fidelity.md" for r in roots if (r / "docs" / "fidelity.md").is_file()), None)
 
 

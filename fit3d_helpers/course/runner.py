@@ -7,7 +7,7 @@ Conventions the notebooks follow (checked here, before anything runs):
   ``artifacts_dir = "artifacts"``, ``device = "auto"`` and ``seed = 0``;
 * the working directory of every notebook is the **repository root** (the parent of the notebooks folder),
   and paths in notebooks are relative to it (``artifacts/…``, ``data/…``). Jupyter starts a kernel in the
-  notebook's own folder instead, so each notebook's setup cell calls ``fit3d_helpers.viz.setup_notebook()``,
+  notebook's own folder instead, so each notebook's setup cell calls ``fit3d_helpers.course.viz.setup_notebook()``,
   which moves to the repository root (a no-op under the runner) and selects plotly's ``"notebook"`` renderer
   (plotly.js embedded in the page, so figures render in the offline HTML).
 
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .utils import RANDOM_WEIGHTS_BANNER, read_json, write_json
+from ..utils import RANDOM_WEIGHTS_BANNER, read_json, write_json
 
 __all__ = [
     "NotebookFailed",
@@ -164,7 +164,7 @@ def _rel_to(path: Path, root: Path) -> str:
 
 def _split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(profile settings, notebook knobs) of parsed ``--set`` keys."""
-    from .profiles import setting_types
+    from ..profiles import setting_types
 
     settings_keys = setting_types()
     settings = {k: v for k, v in overrides.items() if k in settings_keys}
@@ -186,7 +186,7 @@ def plan_parameters(
     Raises :class:`ParameterError` before anything runs when a key is neither a profile setting nor a knob of a
     selected notebook, or when a value does not parse to its setting's type; the message lists the valid keys.
     """
-    from .profiles import ConfigError, load_profile, valid_keys_text
+    from ..profiles import ConfigError, load_profile, valid_keys_text
 
     overrides = dict(overrides or {})
     if defined is None:
@@ -250,7 +250,7 @@ def plan_parameters(
 
 def _typed(key: str, value: Any) -> Any:
     """A ``--set`` value as its setting's type, in a form papermill writes as a Python literal (tuples as lists)."""
-    from .profiles import coerce, setting_types
+    from ..profiles import coerce, setting_types
 
     v = coerce(key, value, setting_types()[key])
     return list(v) if isinstance(v, tuple) else v
@@ -444,7 +444,7 @@ def run_notebooks(
     # The kernel inherits our environment: make the package importable from the repo root, and tell the
     # notebooks they run unattended (FIT3D_BATCH=1: e.g. skip interactive-only widgets).
     env_backup = {k: os.environ.get(k) for k in ("PYTHONPATH", "FIT3D_BATCH")}
-    pkg_parent = str(Path(__file__).resolve().parents[1])  # the fit3d_helpers this runner is part of
+    pkg_parent = str(Path(__file__).resolve().parents[2])  # the fit3d_helpers this runner is part of
     paths = [str(root)] + ([pkg_parent] if pkg_parent != str(root) else []) + [env_backup["PYTHONPATH"] or ""]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     os.environ["FIT3D_BATCH"] = "1"
@@ -522,7 +522,7 @@ def _previous_records(run_json: Path, profile: str, names: set[str]) -> dict[str
 def _finish_report(report_dir: Path, artifacts_dir: Path, run: dict[str, Any], echo: Callable[[str], None]) -> None:
     """Random-weights banner on every notebook page when any page or stats.json of this profile says so; then the
     figures (``report/figures/*.png``) and the report's own pages: index, slides, glossary, fidelity, artifacts
-    (:func:`fit3d_helpers.report.build_report`). A failure is reported, never raised: the notebook pages stay."""
+    (:func:`fit3d_helpers.course.report.build_report`). A failure is reported, never raised: the notebook pages stay."""
     from . import report as _report
 
     try:
@@ -571,7 +571,7 @@ def rebuild_report(report_dir: str | Path = "report", artifacts_dir: str | Path 
 def describe_parameters(notebooks_dir: str | Path = "notebooks", only: str | None = None) -> str:
     """The profile settings (type, smoke and paper values) and each notebook's own parameters
     (``python -m fit3d_helpers params``)."""
-    from .profiles import PROFILES, setting_types, settings, type_name
+    from ..profiles import PROFILES, setting_types, settings, type_name
 
     smoke, paper = settings(PROFILES["smoke"]), settings(PROFILES["paper"])
     lines = [

@@ -1,9 +1,10 @@
-"""The figures a presenter needs, from artifacts: computed once (a cached stage), drawn anywhere (notebooks, report).
+"""The figures a presenter needs, drawn from artifacts (notebooks, report); never computes a stage.
 
-* :func:`figure_data` (stage ``figures``, run by notebook 04) stores what the drawings need for a few held-out views:
-  the images, the original backbone's features, the rendered 3D-consistent features (the fine-tuning targets of the
-  lifted held-out scene), the fine-tuned model's features (and FiT3D's released model's, when it loads), and the
-  nearest-neighbour matches of one covisible view pair under the original and the fine-tuned features.
+* :func:`fit3d_helpers.figure_data.figure_data` (stage ``figures``, run by notebook 04) stores what the drawings need
+  for a few held-out views: the images, the original backbone's features, the rendered 3D-consistent features (the
+  fine-tuning targets of the lifted held-out scene), the fine-tuned model's features (and FiT3D's released model's, when
+  it loads), and the nearest-neighbour matches of one covisible view pair under the original and the fine-tuned
+  features.
 * The ``draw_*`` functions turn that artifact (and the headline probe's examples) into matplotlib figures:
   the paper's Figure 1 counterpart, a k-means with one shared clustering, probe predictions with a class legend and a
   depth colour bar, and matched points across two views. :func:`export_pngs` writes them for the report and slides.
@@ -18,122 +19,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
-from . import cache
+from .. import cache
 from .viz import class_colors, colorize_labels, kmeans, pca_basis, pca_rgb
 
 FIGURES = ("figure1", "kmeans", "probe_predictions", "matches")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Computing (needs the models)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _spread(n_total: int, n: int) -> list[int]:
-    return sorted({int(round(x)) for x in np.linspace(0, n_total - 1, min(n, n_total))})
-
-
-@torch.no_grad()
-def nearest_matches(feat_a: Tensor, feat_b: Tensor, uv_a: Tensor, image_hw: tuple[int, int]) -> Tensor:
-    """For points ``uv_a [M, 2]`` of view A: the centre of B's token most similar (cosine) to A's feature there."""
-    from .awareness import sample_features, token_centres
-
-    fa = F.normalize(sample_features(feat_a.float(), uv_a.float(), image_hw), dim=1)  # [M, D]
-    fb = F.normalize(feat_b.float().reshape(feat_b.shape[0], -1).T, dim=1)  # [P, D]
-    centres = token_centres(tuple(feat_b.shape[-2:]), image_hw).float()  # [P, 2]
-    return centres[(fa @ fb.T).argmax(dim=1)]  # [M, 2]
-
-
-def figure_data(
-    prof: Any,
-    split: Any,
-    original: Any,
-    tuned: Any,
-    root: str | Path,
-    *,
-    n_views: int = 3,
-    n_matches: int = 40,
-    force: bool = False,
-) -> cache.Artifact:
-    """Compute (once, cached) the data of the presenter's figures on the first held-out scene."""
-    from . import pipeline
-    from .awareness import correspondences, covisible_pairs
-    from .backbone import WeightsError, load_backbone
-    from .data import load_scene
-    from .finetune import scene_targets
-
-    scene_path = split.val[0]
-    key = {
-        "stage": "figures",
-        "original": original.identity(),
-        "finetuned": tuned.identity(),
-        "scene": cache.scene_id(scene_path),
-        "n_views": n_views,
-        "n_matches": n_matches,
-        "seed": prof.seed,
-        "mask": prof.finetune.mask,
-    }
-
-    def make(out: Path, resume: Path) -> dict[str, Any]:
-        scene = load_scene(scene_path)
-        ids = _spread(len(scene.views), n_views)
-        images = torch.stack([torch.as_tensor(scene.views[i].image) for i in ids])  # [n, H, W, 3]
-        x = images.permute(0, 3, 1, 2)
-        f_orig, _ = original.features(x)
-        f_ft, _ = tuned.features(x)
-        (lift,) = pipeline.lifts_for(prof, original, [scene_path], root, needed_by="the report's figures")
-        targets, _ = scene_targets(lift, original, mask=prof.finetune.mask, root=root)
-        rendered = targets.targets[ids]  # [n, D, h, w] the 3D-consistent features stage 2 trains towards
-        data: dict[str, Any] = {
-            "images": images,
-            "original": f_orig,
-            "rendered": rendered,
-            "finetuned": f_ft,
-            "view_ids": torch.tensor(ids),
-        }
-        released = "not loaded"
-        if tuned.identity()["weights"] != "fit3d":
-            try:
-                fit3d = load_backbone(original.name, "fit3d", device=original.device,
-                                      precision="bf16" if original.bf16 else "fp32")  # fmt: skip
-                data["released"] = fit3d.features(x)[0]
-                released = "loaded"
-            except WeightsError as err:
-                released = f"not available ({str(err).split(':')[0]})"
-        # one covisible pair, matched by nearest neighbour under each feature variant
-        grid = tuple(f_orig.shape[-2:])
-        pairs = covisible_pairs(scene.views, grid, max_pairs=6)
-        if pairs:
-            a, b, _ = pairs[len(pairs) // 2]
-            va, vb = scene.views[a], scene.views[b]
-            uv_a, uv_b = correspondences(va.depth, va.K, va.cam_to_world, vb.depth, vb.K, vb.cam_to_world, grid)
-            pick = torch.randperm(uv_a.shape[0], generator=torch.Generator().manual_seed(prof.seed))[:n_matches]
-            uv_a, uv_b = uv_a[pick], uv_b[pick]
-            pair_x = torch.stack([torch.as_tensor(va.image), torch.as_tensor(vb.image)]).permute(0, 3, 1, 2)
-            hw = (va.height, va.width)
-            fo, ff = original.features(pair_x)[0], tuned.features(pair_x)[0]
-            data.update(
-                pair_images=pair_x.permute(0, 2, 3, 1),
-                pair_ids=torch.tensor([a, b]),
-                uv_a=uv_a,
-                uv_true=uv_b,
-                uv_original=nearest_matches(fo[0], fo[1], uv_a, hw),
-                uv_finetuned=nearest_matches(ff[0], ff[1], uv_a, hw),
-            )
-        torch.save(data, out / "figures.pt")
-        return {
-            "stage": "figures",
-            **{k: v for k, v in original.describe().items() if k in ("backbone", "weights")},
-            "finetuned": tuned.identity()["weights"],
-            "scene": scene.name,
-            "views": ids,
-            "released": released,
-            "pair": data["pair_ids"].tolist() if "pair_ids" in data else None,
-        }
-
-    return cache.build("figures", key, root, make, force=force, what="the report's figures")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -276,41 +166,78 @@ def draw_matches(data: dict[str, Any]) -> plt.Figure:
     return fig
 
 
+def draw_stage1(data: dict[str, Any]) -> plt.Figure:
+    """Figure 1's "rendered (3D-aware)" column beside the image, for a slide: what stage 1 produces (the same PCA basis
+    per row as :func:`draw_figure1`, so the colours are figure 1's)."""
+    keys = [k for k in ("original", "rendered", "finetuned", "released") if k in data]
+    n = data["images"].shape[0]
+    H, W = data["images"].shape[1:3]
+    fig, axes = plt.subplots(n, 2, figsize=(6.4, 3.2 * n * H / W + 0.5), squeeze=False)
+    for r in range(n):
+        basis = pca_basis(*[data[k][r] for k in keys])
+        axes[r, 0].imshow(data["images"][r].numpy())
+        axes[r, 1].imshow(_upsample_rgb(pca_rgb(data["rendered"][r], basis), (H, W)))
+        for ax in axes[r]:
+            _off(ax)
+    axes[0, 0].set_title("held-out view", fontsize=15)
+    axes[0, 1].set_title("rendered features (PCA)", fontsize=15)
+    fig.tight_layout()
+    return fig
+
+
 def export_pngs(
     artifacts_dir: str | Path, out_dir: str | Path, *, profile: str | None = None, dpi: int = 110
-) -> dict[str, Path]:
-    """Write the presenter's figures as PNGs from the newest ``figures`` artifact and the headline probe; returns
-    ``{name: path}`` of what could be drawn (a figure whose artifact is missing is skipped)."""
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Write the presenter's figures as PNGs from the newest ``figures`` artifact and the headline probe, plus the
+    slides' variants (``stage1_slide``: image beside its rendered features; ``probe_predictions_slide``: two examples).
+
+    Returns ``({name: path}, {name: why it could not be drawn})``. A figure whose artifact is missing is skipped; one
+    that cannot be drawn (e.g. from an artifact of an older format) is reported, and the others are still drawn.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arts = [
         a for a in cache.iter_artifacts(artifacts_dir) if profile is None or a.stats.get("profile") in (None, profile)
     ]
     written: dict[str, Path] = {}
+    errors: dict[str, str] = {}
 
-    def save(fig: plt.Figure, name: str) -> None:
-        path = out_dir / f"{name}.png"
-        tmp = out_dir / f".{name}.png.tmp"
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        plt.close(fig)
-        tmp.replace(path)
-        written[name] = path
+    def save(name: str, draw: Any) -> None:
+        try:
+            fig = draw()
+            path, tmp = out_dir / f"{name}.png", out_dir / f".{name}.png.tmp"
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+            plt.close(fig)
+            tmp.replace(path)
+            written[name] = path
+        except Exception as e:  # this figure's failure is reported; the others are still drawn
+            plt.close("all")
+            errors[name] = f"{type(e).__name__}: {e}"[:300]
+
+    def load(art: Any, file: str, names: tuple[str, ...]) -> Any:
+        try:
+            return art.torch(file)
+        except Exception as e:
+            errors.update({n: f"{type(e).__name__}: {e}"[:300] for n in names})
+            return None
 
     figs = [a for a in arts if a.stage == "figures"]
     if figs:
         newest = max(figs, key=lambda a: a.mtime)
-        data = newest.torch("figures.pt")
-        random = newest.stats.get("weights") == "random"
-        save(draw_figure1(data, random_weights=random), "figure1")
-        save(draw_kmeans(data), "kmeans")
-        if "uv_a" in data:
-            save(draw_matches(data), "matches")
+        data = load(newest, "figures.pt", ("figure1", "stage1_slide", "kmeans", "matches"))
+        if data is not None:
+            rnd = newest.stats.get("weights") == "random"
+            save("figure1", lambda: draw_figure1(data, random_weights=rnd))
+            save("stage1_slide", lambda: draw_stage1(data))
+            save("kmeans", lambda: draw_kmeans(data))
+            if "uv_a" in data:
+                save("matches", lambda: draw_matches(data))
     probes = [a for a in arts if a.stage == "probe" and a.stats.get("headline")]
     if probes:
         newest = max(probes, key=lambda a: a.mtime)
-        ex = newest.torch("examples.pt")
-        save(
-            draw_probe_predictions(ex, newest.stats.get("classes", []), float(ex["depth"].max() or 10)),
-            "probe_predictions",
-        )
-    return written
+        ex = load(newest, "examples.pt", ("probe_predictions", "probe_predictions_slide"))
+        if ex is not None:
+            classes = list(newest.stats.get("classes", []))
+            save("probe_predictions", lambda: draw_probe_predictions(ex, classes, 10.0))
+            save("probe_predictions_slide", lambda: draw_probe_predictions(ex, classes, 10.0, n=2))
+    return written, errors

@@ -369,8 +369,8 @@ def weights_banner(weights: str) -> None:
     """A loud red banner (HTML in Jupyter, plain text in logs) when the backbone's weights are random."""
     from IPython.display import HTML, display
 
+    from ..utils import RANDOM_WEIGHTS_BANNER
     from .report import banner_html
-    from .utils import RANDOM_WEIGHTS_BANNER
 
     if weights == "random":
         print(RANDOM_WEIGHTS_BANNER)
