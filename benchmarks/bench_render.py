@@ -1,9 +1,13 @@
-"""Benchmark of the pure-PyTorch Gaussian rasterizer (forward + backward), with a reusable room-like scene.
+"""Benchmark of the CPU Gaussian rasterizer (forward + backward), with a reusable room-like scene.
 
 Run: ``python benchmarks/bench_render.py`` (add ``--quick`` for the 160x120 rows only, ``--threads``,
 ``--repeats``). Each case runs in its own process. Prints, for N Gaussians x image size at D = 67 channels
 (3 RGB + 64 features): forward+backward wall time (median and best of the repeats) and CPU time, forward-only
 time, the (pixel, Gaussian) pairs composited per pixel, and the peak RSS of the case.
+
+``--phases``: CPU ms per phase (projection, binning and sorting, compositing forward and backward) on issue 20's
+case, for the C++ kernel and the pure-PyTorch path. ``--peer PATH``: that case side by side with
+Mxbonn/gsplat-pytorch checked out at PATH (time ratio and PSNR agreement; not vendored: it has no licence).
 
 ``make_room_scene`` is the scene: a camera looking into the corner of a room (back wall, floor, ceiling, two
 side walls and a table top, 1-4.5 m away); points are spread over the image as an unprojected depth map would
@@ -176,6 +180,146 @@ def bench_case(n: int, width: int, height: int, channels: int, repeats: int, see
     }
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The issue-20 case: side by side with a public pure-PyTorch tile renderer, and where the time goes
+# ----------------------------------------------------------------------------------------------------------
+PEER_CASE = {"n": 10_000, "width": 160, "height": 112, "fx": 120.0, "channels": 67, "back": 0.75}
+
+
+def peer_case_scene(seed: int = 0) -> dict[str, torch.Tensor | int]:
+    """``make_room_scene`` at 160x112 with fx = fy = 120 and the camera 0.75 m further back (depths 2.4-5.3 m)."""
+    c = PEER_CASE
+    hfov = 2.0 * math.degrees(math.atan(0.5 * c["width"] / c["fx"]))
+    scene = make_room_scene(c["n"], c["width"], c["height"], c["channels"], seed=seed, hfov_deg=hfov)
+    scene["viewmats"][0, 2, 3] = c["back"]
+    return scene
+
+
+def _median_ms(times: list[float]) -> float:
+    return 1e3 * statistics.median(times)
+
+
+def compare_with_peer(peer_path: str, repeats: int, threads: int) -> dict[str, float]:
+    """Forward + backward of ours and of Mxbonn/gsplat-pytorch (its ``project_gaussians`` + tile-loop
+    ``rasterize_gaussians``, block 16), interleaved in one process, and the PSNR of its render against ours.
+
+    The peer is imported from ``peer_path`` (a checkout holding its ``gsplat/`` package); it has no licence file,
+    so it is not copied into this repository. Its pixel centres are integers, ours are at +0.5, so it gets the
+    principal point shifted by -0.5 px; it has no 1/255 alpha skip, no 0.999 clamp and no early stop, which is
+    what the dB measure. Both losses are ``(render · G).sum()`` with the same random ``G``.
+    """
+    sys.path.insert(0, str(Path(peer_path).resolve()))
+    from gsplat.project_gaussians import project_gaussians as peer_project
+    from gsplat.rasterize import rasterize_gaussians as peer_rasterize
+
+    sys.path.pop(0)
+    scene = peer_case_scene()
+    W, H, D = scene["width"], scene["height"], scene["colors"].shape[1]
+    K = scene["Ks"][0]
+    fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    grad_img = torch.randn(H, W, D, generator=torch.Generator().manual_seed(1))
+    names = ("means", "quats", "scales", "opacities", "colors")
+
+    def ours():
+        leaves = {k: scene[k].clone().requires_grad_(True) for k in names}
+        fixed = {k: scene[k] for k in ("viewmats", "Ks", "width", "height")}
+        t0 = time.perf_counter()
+        renders, _ = rasterize(**leaves, **fixed, backend="torch")
+        (renders[0] * grad_img).sum().backward()
+        return time.perf_counter() - t0, renders[0].detach()
+
+    def peer():
+        m, q, s, o, c = (scene[k].clone().requires_grad_(True) for k in names)
+        t0 = time.perf_counter()
+        xys, depths, radii, conics, _, _ = peer_project(m, s, 1.0, q, scene["viewmats"][0], fx, fy, cx - 0.5,
+                                                        cy - 0.5, H, W)  # fmt: skip
+        img = peer_rasterize(xys, depths, radii, conics, c, o, H, W, 16, torch.zeros(D))
+        (img * grad_img).sum().backward()
+        return time.perf_counter() - t0, img.detach()
+
+    def ours_torch():  # the pure-PyTorch path (the fallback; the renderer before the C++ kernel)
+        os.environ["FIT3D_RENDER_KERNEL"] = "torch"
+        try:
+            return ours()
+        finally:
+            os.environ.pop("FIT3D_RENDER_KERNEL", None)
+
+    torch.set_num_threads(threads)
+    ours()  # warm-up (and the kernel build, once per machine)
+    ours_torch()
+    t_ours, t_torch, t_peer = [], [], []
+    for _ in range(repeats):  # interleaved: the machine's load hits all alike
+        t, r_ours = ours()
+        t_ours.append(t)
+        t_torch.append(ours_torch()[0])
+        t, r_peer = peer()
+        t_peer.append(t)
+    mse = float((r_ours - r_peer).square().mean())
+    return {
+        "ours_ms": _median_ms(t_ours),
+        "ours_torch_ms": _median_ms(t_torch),
+        "peer_ms": _median_ms(t_peer),
+        "ratio": statistics.median(t_peer) / statistics.median(t_ours),
+        "ratio_torch": statistics.median(t_peer) / statistics.median(t_torch),
+        "psnr_db": -10.0 * math.log10(max(mse, 1e-20)),  # colours in [0, 1]: peak 1
+        "max_abs_diff": float((r_ours - r_peer).abs().max()),
+    }
+
+
+def profile_phases(repeats: int, kernel: bool) -> dict[str, float]:
+    """CPU milliseconds per phase of one forward + backward on the issue-20 case (medians; one thread, so that
+    the other jobs on a shared machine inflate them less): projection (forward), tile binning and pair sorting
+    (with the transmittance scan; the C++ kernel bins inside its compositing calls), compositing forward and
+    backward, and the rest (the projection's backward, tables, autograd glue)."""
+    from fit3d_helpers import render, render_kernel
+
+    os.environ["FIT3D_RENDER_KERNEL"] = "auto" if kernel else "torch"
+    scene = peer_case_scene()
+    names = ("means", "quats", "scales", "opacities", "colors")
+    grad_img = torch.randn(1, scene["height"], scene["width"], scene["colors"].shape[1])
+    fixed = {k: scene[k] for k in ("viewmats", "Ks", "width", "height")}
+    acc: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            c0 = time.process_time()
+            out = fn(*a, **k)
+            acc[name] = acc.get(name, 0.0) + time.process_time() - c0
+            return out
+
+        return wrapper
+
+    patches = [(render, "project_gaussians", "projection"), (render, "_band_pairs", "binning + sort")]
+    for fn in (render._Composite, render_kernel._KernelRaster):
+        patches += [(fn, "forward", "composite forward"), (fn, "backward", "composite backward")]
+    saved = [(obj, attr, obj.__dict__[attr]) for obj, attr, _ in patches]
+    for obj, attr, name in patches:
+        fn = getattr(obj, attr)
+        setattr(obj, attr, staticmethod(timed(name, fn)) if isinstance(obj, type) else timed(name, fn))
+    rows: dict[str, list[float]] = {}
+    try:
+        for i in range(repeats + 1):
+            acc.clear()
+            leaves = {k: scene[k].clone().requires_grad_(True) for k in names}
+            c0 = time.process_time()
+            renders, alphas = rasterize(**leaves, **fixed, backend="torch")
+            torch.autograd.backward([renders, alphas], [grad_img, torch.ones_like(alphas)])
+            total = time.process_time() - c0
+            if i == 0:
+                continue  # warm-up
+            ph = {k: acc.get(k, 0.0) for k in ("projection", "binning + sort", "composite forward",
+                                                "composite backward")}  # fmt: skip
+            ph["rest"] = total - sum(ph.values())
+            ph["total"] = total
+            for k, v in ph.items():
+                rows.setdefault(k, []).append(1e3 * v)
+    finally:
+        for obj, attr, orig in saved:
+            setattr(obj, attr, orig)
+        os.environ.pop("FIT3D_RENDER_KERNEL", None)
+    return {k: statistics.median(v) for k, v in rows.items()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -184,8 +328,28 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="160x120 only")
     ap.add_argument("--sizes", default="10000,30000,100000")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # "n,width,height": run one case, print JSON
+    ap.add_argument("--peer", metavar="PATH", help="compare with Mxbonn/gsplat-pytorch checked out at PATH")
+    ap.add_argument("--phases", action="store_true", help="CPU ms per phase, C++ kernel and pure-torch paths")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.phases:
+        torch.set_num_threads(1)
+        case = PEER_CASE
+        print(f"phases of one forward + backward, CPU ms (median of {args.repeats}, 1 thread), {case}")
+        res = {"C++ kernel": profile_phases(args.repeats, True), "pure torch": profile_phases(args.repeats, False)}
+        keys = list(res["pure torch"])
+        print(f"{'phase':<20}" + "".join(f"{k:>12}" for k in res))
+        for k in keys:
+            print(f"{k:<20}" + "".join(f"{res[r].get(k, 0.0):>12.1f}" for r in res))
+        return
+    if args.peer:
+        r = compare_with_peer(args.peer, args.repeats, args.threads)
+        print(f"issue-20 case {PEER_CASE}, {args.threads} threads, forward + backward, median of {args.repeats} "
+              f"interleaved (load average {os.getloadavg()[0]:.1f}):\n  ours {r['ours_ms']:.1f} ms, peer "
+              f"{r['peer_ms']:.0f} ms: {r['ratio']:.0f}x; agreement {r['psnr_db']:.1f} dB (max |diff| "
+              f"{r['max_abs_diff']:.3g})\n  ours without the C++ kernel (pure PyTorch) {r['ours_torch_ms']:.1f} ms: "
+              f"{r['ratio_torch']:.0f}x")  # fmt: skip
+        return
     if args.case:
         n, w, h = (int(x) for x in args.case.split(","))
         print(json.dumps(bench_case(n, w, h, args.channels, args.repeats)))

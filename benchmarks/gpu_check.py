@@ -180,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     both = ("torch", "torch") if args.cpu else ("torch", "gsplat")
     out_path = Path(args.out) / "gpu_check.json"
     result: dict[str, Any] = {"mode": "cpu-selfcheck" if args.cpu else "gpu", "steps": {}, "errors": {}, "skipped": []}
-    scene = (
-        Path(args.scene) if args.scene else next(iter(sorted((ROOT / "data" / "synthetic").glob("*/train_000"))), None)
-    )
+    generated = sorted((ROOT / "data" / "synthetic").glob("*/v-*/train_000"))  # <hash>/<version>/<scene>
+    scene = Path(args.scene) if args.scene else next(iter(generated), None)
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [("env", lambda: step_env(device))]
     if not args.cpu:
         steps.append(("gsplat_build", lambda: step_gsplat_build(device)))

@@ -12,7 +12,9 @@ dynamic_img_size=True)`` and, for the 3D-aware model, ``load_state_dict`` of the
 - ``"fit3d"``: the released FiT3D fine-tuned checkpoint for that model, downloaded into the torch hub cache;
 - a path to a local ``.pth`` / ``.safetensors`` state dict (e.g. the output of our own fine-tuning);
 - ``"random"``: random init. Offline this is the only choice; every later output says so (``weights: "random"``);
-- ``"auto"``: ``"hub"`` when reachable (or cached), otherwise ``"random"`` with a loud warning.
+- ``"auto"``: ``"hub"`` when reachable (or cached), otherwise ``"random"`` with a loud warning; with
+  ``refuse_random`` (every profile but smoke, :func:`fit3d_helpers.pipeline.backbone_for`) it stops instead, naming
+  the cache folders to fill.
 """
 
 from __future__ import annotations
@@ -91,20 +93,69 @@ def _create(model: str, pretrained: bool, seed: int = 0) -> nn.Module:
         )
 
 
+_WEIGHTS_FIX = (
+    "Fix: re-save only the model's tensors where the file was made (torch.save(model.state_dict(), path), or "
+    "safetensors' save_file), copy or download the file again if it is incomplete, or pass another weights source "
+    "('hub', 'fit3d', 'random')."
+)
+
+
+def _why_unreadable(path: Path, err: BaseException) -> str:
+    """Why torch/safetensors could not read ``path``, in our words: torch's own text suggests ``weights_only=False``,
+    which would run whatever code the file holds, so it is never passed on."""
+    import re
+
+    text = str(err)
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"it holds Python objects besides tensors{what}, which loading would have to execute; the course reads "
+            "weights with torch.load(weights_only=True) and ran nothing from it"
+        )
+    if "PytorchStreamReader" in text or "zip archive" in text or isinstance(err, EOFError):
+        return "it is truncated or corrupt (its PyTorch zip archive is incomplete)"
+    if "SafetensorError" in type(err).__name__ or "deserializ" in text:
+        return f"it is truncated or corrupt (safetensors: {text.splitlines()[0][:200]})"
+    try:
+        head = path.read_bytes()[:16]
+    except OSError:
+        head = b""
+    return f"it is not a PyTorch or safetensors weights file (it starts with {head!r})"
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict (name -> tensor) from a ``.pth`` / ``.safetensors`` file, never executing code from it: every
+    failure is a :class:`WeightsError` naming the file and the fix."""
     if not path.is_file():
         raise WeightsError(
             f"weights file {path} does not exist; pass an existing .pth/.safetensors path, 'hub', 'fit3d' or 'random'"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd: object = load_file(str(path))
+        else:
+            with warnings.catch_warnings():  # "Detected pickle protocol 4": harmless, and confusing next to our error
+                warnings.simplefilter("ignore", UserWarning)
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(f"cannot read weights file {path}: {_why_unreadable(path, err)}. {_WEIGHTS_FIX}") from None
     for key in ("state_dict", "model", "backbone"):  # common wrappers
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
+    if not isinstance(sd, dict) or not sd:
+        kind = "an empty dict" if isinstance(sd, dict) else f"a {type(sd).__name__}"
+        raise WeightsError(
+            f"weights file {path} holds {kind}, not a state dict (parameter name -> tensor). {_WEIGHTS_FIX}"
+        )
+    odd = [str(k) for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if odd:
+        raise WeightsError(
+            f"weights file {path} is not a state dict: {len(odd)} entries are not name -> tensor ({odd[:3]}). "
+            f"{_WEIGHTS_FIX}"
+        )
     return sd
 
 
@@ -334,6 +385,32 @@ def fit3d_cached_path(model: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(fit3d_checkpoint_url(model)).name
 
 
+def hub_cache_folder(model: str) -> Path:
+    """Where huggingface_hub (and so timm) keeps ``model``'s pretrained weights: ``$HF_HOME/hub/models--<org>--<name>``
+    (``HF_HUB_CACHE`` overrides it)."""
+    import huggingface_hub.constants as hf_constants
+
+    return Path(hf_constants.HF_HUB_CACHE) / ("models--" + hub_id(model).replace("/", "--"))
+
+
+def missing_weights_message(model: str, who: str, err: BaseException | None = None) -> str:
+    """Why ``weights="auto"`` stops instead of using random weights, with the cache paths to fill and how."""
+    name = short_name(model)
+    why = f" ({type(err).__name__})" if err is not None else ""
+    who = who[:1].upper() + who[1:]
+    return (
+        f"backbone.weights='auto' could not load the pretrained {timm_name(name)} weights: they are not in the "
+        f"Hugging Face cache and the hub could not be reached or did not serve them{why}. {who} does not run on "
+        "random weights (only the smoke profile falls back to them). Fill the caches on a connected machine and "
+        "copy them here: "
+        f"`python -c \"import timm; timm.create_model('{timm_name(name)}', pretrained=True)\"` fills "
+        f"{hub_cache_folder(name)} (timm/Hugging Face cache: HF_HOME or HF_HUB_CACHE move it); the released FiT3D "
+        f"checkpoint ({fit3d_checkpoint_url(name)}) goes to {fit3d_cached_path(name)} (torch hub cache: TORCH_HOME "
+        f"moves it). Or set backbone.weights=<path to a .pth/.safetensors state dict>, or backbone.weights=random to "
+        "run on random weights on purpose (every output then says so)."
+    )
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bfloat16 instructions (x86 ``avx512_bf16`` or ``amx_bf16``): there bf16 matmuls run about
     twice as fast as float32; elsewhere they are emulated, and slower."""
@@ -360,11 +437,15 @@ def load_backbone(
     *,
     seed: int = 0,
     precision: str = "fp32",
+    refuse_random: str | None = None,
 ) -> Backbone:
     """Build the timm model and load weights from ``weights`` (see the module docstring).
 
     ``"hub"``, ``"auto"`` and ``"fit3d"`` use a cached file before they look at the network, so a second session
-    offline (or a Colab runtime with the caches on Drive) works without a connection.
+    offline (or a Colab runtime with the caches on Drive) works without a connection. ``refuse_random`` (e.g.
+    ``"the 'paper' profile"``): ``"auto"`` raises :class:`WeightsError` with the cache paths to fill instead of falling
+    back to a random init, since hours of GPU work on a random backbone would be wasted (an explicit
+    ``weights="random"`` is still honoured).
     """
     dev = resolve_device(device)
     name = short_name(model)
@@ -375,6 +456,8 @@ def load_backbone(
             with _hf_offline(_offline() or hub_cached(name) or not host_reachable()):
                 net, source = _create(name, pretrained=True), "hub"
         except Exception as err:  # no network, no cache
+            if weights == "auto" and refuse_random:
+                raise WeightsError(missing_weights_message(name, refuse_random, err)) from None
             if weights == "hub":
                 raise WeightsError(
                     f"could not load pretrained {timm_name(name)} from the hub ({hub_id(name)}): {err}. "
@@ -388,25 +471,28 @@ def load_backbone(
     elif weights == "fit3d":
         url = fit3d_checkpoint_url(name)
         cached = fit3d_cached_path(name)
-        net = _create(name, pretrained=False)
         try:
             if cached.is_file():
                 sd = _read_state_dict(cached)
             elif _offline() or not host_reachable():
                 raise WeightsError(f"huggingface.co is not reachable (offline) and {cached} does not exist")
             else:
-                sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, weights_only=True)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(url, str(cached), progress=True)  # temp file, then an atomic move
+                sd = _read_state_dict(cached)
         except Exception as err:
             raise WeightsError(
                 f"could not load the released FiT3D checkpoint {url}: {err}. Download it on a connected machine to "
                 f"{cached} (the course looks there first), or pass its local path as weights='<path>'."
             ) from err
+        net = _create(name, pretrained=False)  # only now: a missing checkpoint fails in milliseconds
         load_state_dict_checked(net, sd, url)
         source = "fit3d"
     else:
         path = Path(weights)
+        sd = _read_state_dict(path)  # a bad file fails before the model is built
         net = _create(name, pretrained=False)
-        load_state_dict_checked(net, _read_state_dict(path), str(path))
+        load_state_dict_checked(net, sd, str(path))
         source = f"file:{path}"
     return Backbone(
         model=net.to(dev).eval(), name=name, weights=source, device=dev, bf16=resolve_precision(precision, dev)

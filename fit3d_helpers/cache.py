@@ -7,6 +7,7 @@ through :func:`build`. Layout of one key::
         CURRENT                          one line: the name of the complete version
         v-<time>-<id>/                   a complete version: config.json, stats.json (written last) and its files
         .lock                            held by the one process building this key
+        .lock.holder                     who holds it (pid, host, since); its mtime is the holder's heartbeat
         .resume/                         resume state (checkpoints) of the run holding the lock
         .tmp-<id>/                       a version being written
 
@@ -16,10 +17,14 @@ Why this shape:
   mounting a shared artifacts disk at another path keeps every hit. Scenes are named by :func:`scene_id`.
 * **Safe replacement.** A new version is written under ``.tmp-*``, renamed to ``v-*``, and only then does ``CURRENT``
   (a one-line file, swapped with ``os.replace``) point at it. Whatever instant a process is killed, ``CURRENT`` names
-  the old complete version or the new one; nothing is deleted before the switch. The previous version is kept, so a
-  reader that resolved it a moment ago can finish; older ones are removed by the next writer.
+  the old complete version or the new one; nothing is deleted before the switch. Files and folders are fsynced before
+  ``CURRENT`` switches. A superseded version stays for a grace period (``FIT3D_CACHE_GRACE`` seconds after its
+  successor was committed, default one hour), so a reader that resolved it never sees it vanish, however many
+  rebuilds happen while it reads; later writers remove it after that.
 * **One writer per key.** A per-key file lock (``filelock``): a second run of the same key waits, then finds the
-  artifact made. ``.resume`` belongs to the lock holder, so two runs never clobber each other's checkpoints, and the
+  artifact made. The holder records itself and heartbeats; a waiter gives up with :class:`LockTimeout` naming the
+  holder when it has shown no sign of life for ``FIT3D_LOCK_TIMEOUT`` seconds (default 300: a stopped or hung run).
+  ``.resume`` belongs to the lock holder, so two runs never clobber each other's checkpoints, and the
   ``.tmp-*`` folders of writers that died are removed by the next lock holder.
 * **Safe loading.** Tensors are read with ``torch.load(weights_only=True)`` (a file cannot run code); a corrupt or
   truncated file raises :class:`ArtifactError` naming the file and the fix.
@@ -113,7 +118,13 @@ def scene_id(path: str | Path) -> str:
 
 
 def _fix(path: Path) -> str:
-    key_dir = next((q for q in path.parents if _VERSION_RE.match(q.name)), path.parent).parent
+    version = next((q for q in path.parents if _VERSION_RE.match(q.name)), None)
+    if version is not None and not version.exists():  # superseded and removed: the key itself is fine
+        return (
+            f"its version {version.name} was replaced by a newer build of this key and removed after the grace "
+            f"period (FIT3D_CACHE_GRACE={grace_seconds():g} s); look the artifact up again (rerun the cell or stage)"
+        )
+    key_dir = (version or path).parent
     return f"delete {key_dir} (it will be recomputed) or rerun the stage with force=True"
 
 
@@ -202,10 +213,16 @@ def _current(kd: Path) -> Path | None:
         name = (kd / CURRENT).read_text().strip()
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise ArtifactError(f"{kd / CURRENT} is unreadable ({err}): delete {kd} or rerun with force=True") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ArtifactError(
+            f"{kd / CURRENT} is unreadable ({err}): rerun the stage with force=True (it rebuilds and rewrites "
+            f"CURRENT) or delete {kd}"
+        ) from None
     if not _VERSION_RE.match(name):
-        raise ArtifactError(f"{kd / CURRENT} is corrupt (holds {name[:40]!r}): delete {kd} or rerun with force=True")
+        held = "is empty" if not name else f"is corrupt (holds {name[:40]!r}, not a version name v-<time>-<id>)"
+        raise ArtifactError(
+            f"{kd / CURRENT} {held}: rerun the stage with force=True (it rebuilds and rewrites CURRENT) or delete {kd}"
+        )
     v = kd / name
     return v if (v / "config.json").is_file() and (v / "stats.json").is_file() else None
 
@@ -250,22 +267,148 @@ def iter_artifacts(root: str | Path) -> Iterator[Artifact]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def key_lock(kd: Path, what: str) -> Iterator[None]:
-    """Hold the per-key lock (waits, with a note, while another run holds it)."""
-    from filelock import FileLock, Timeout
+class LockTimeout(ArtifactError):
+    """Another run holds a key's lock but has shown no sign of life (stopped, hung, or on a machine that died)."""
 
-    kd.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(kd / ".lock"))
+
+_HOLDER = ".lock.holder"  # beside .lock: who holds it (pid, host, since) and, by its mtime, when it was last alive
+
+
+def lock_timeout() -> float:
+    """Seconds a waiter tolerates a lock holder with no heartbeat: ``FIT3D_LOCK_TIMEOUT`` (default 300)."""
+    raw = os.environ.get("FIT3D_LOCK_TIMEOUT", "300")
     try:
-        lock.acquire(timeout=0.5)
-    except Timeout:
-        print(f"[cache] another run is making {what} ({kd}); waiting for it to finish", flush=True)
-        lock.acquire()
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"FIT3D_LOCK_TIMEOUT={raw!r} is not a number of seconds (e.g. 300)") from None
+    if not value > 0:
+        raise ValueError(f"FIT3D_LOCK_TIMEOUT={raw!r} must be a positive number of seconds; e.g. 300")
+    return value
+
+
+def _read_holder(kd: Path) -> tuple[dict[str, Any], float] | None:
+    """The lock holder's record and the time of its last heartbeat, or None when there is no readable record."""
+    try:
+        path = kd / _HOLDER
+        return json.loads(path.read_text()), path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+
+
+def _holder_text(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "a run that left no holder record (pid unknown)"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info.get("since", 0))))
+    return f"pid {info.get('pid')} on host {info.get('host')!r}, holding it since {since}"
+
+
+@contextlib.contextmanager
+def _heartbeat(kd: Path, interval: float) -> Iterator[None]:
+    """Record who holds the lock, and touch the record every ``interval`` s while this process runs: a waiter
+    tells a working holder (fresh record) from a stopped or hung one (stale record)."""
+    import socket
+    import threading
+
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "heartbeat_s": interval}
+    tmp = kd / f"{_HOLDER}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, kd / _HOLDER)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            with contextlib.suppress(OSError):
+                os.utime(kd / _HOLDER)
+
+    thread = threading.Thread(target=beat, name="fit3d-lock-heartbeat", daemon=True)
+    thread.start()
     try:
         yield
     finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(OSError):
+            (kd / _HOLDER).unlink()
+
+
+@contextlib.contextmanager
+def key_lock(kd: Path, what: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the per-key lock. Waits (with a note) while another run holds it and is alive; raises LockTimeout when
+    the holder's heartbeat is older than ``timeout`` seconds (default :func:`lock_timeout`), naming the holder."""
+    from filelock import FileLock, Timeout
+
+    timeout = lock_timeout() if timeout is None else float(timeout)
+    kd.mkdir(parents=True, exist_ok=True)
+    lock_path = kd / ".lock"
+    if lock_path.is_dir():
+        raise ArtifactError(
+            f"{lock_path} is a folder, but it must be the key's lock file: remove it (rm -r {lock_path}; it holds "
+            "nothing of the artifact) and rerun"
+        )
+    lock = FileLock(str(lock_path))
+    waiting_since = time.time()
+    noted = False
+    while True:
+        try:
+            lock.acquire(timeout=min(0.5, timeout / 4))
+            break
+        except Timeout:
+            pass
+        if not noted:
+            print(f"[cache] another run is making {what} ({kd}); waiting for it to finish", flush=True)
+            noted = True
+        holder = _read_holder(kd)
+        info, alive = holder if holder is not None else (None, waiting_since)
+        beat = float(info.get("heartbeat_s", 0)) if info else 0.0
+        quiet = time.time() - max(alive, waiting_since)  # never less than this waiter's own wait
+        if quiet > max(timeout, 3 * beat):
+            pid = info.get("pid", "<pid>") if info else "<pid>"
+            raise LockTimeout(
+                f"{lock_path} is held by {_holder_text(info)}, which has shown no sign of life for at least "
+                f"{quiet:.0f} s (FIT3D_LOCK_TIMEOUT={timeout:g}). If that process is stopped, resume it "
+                f"(kill -CONT {pid}) or end it (kill {pid}) on its host; if it is gone (its machine died), delete "
+                f"{lock_path} and {kd / _HOLDER} and rerun. Never delete the lock of a process that still runs."
+            )
+    try:
+        with _heartbeat(kd, max(0.05, min(30.0, timeout / 5))):
+            yield
+    finally:
         lock.release()
+
+
+def grace_seconds() -> float:
+    """How long a superseded version stays readable: ``FIT3D_CACHE_GRACE`` seconds (default 3600). A reader that
+    resolved ``CURRENT`` less than this before a rebuild (or several) can still read every file of its version."""
+    raw = os.environ.get("FIT3D_CACHE_GRACE", "3600")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"FIT3D_CACHE_GRACE={raw!r} is not a number of seconds (e.g. 3600)") from None
+    if not value >= 0:
+        raise ValueError(f"FIT3D_CACHE_GRACE={raw!r} must be zero or a positive number of seconds")
+    return value
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync one file or folder (a folder's entries: names created or renamed in it), where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. folders on some filesystems / Windows
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Everything a new version holds reaches the disk before CURRENT can name it."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            _fsync_path(Path(dirpath) / name)
+        _fsync_path(Path(dirpath))
 
 
 def _write_pointer(kd: Path, name: str) -> None:
@@ -275,16 +418,31 @@ def _write_pointer(kd: Path, name: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, kd / CURRENT)
+    _fsync_path(kd)
 
 
 def _versions(kd: Path) -> list[Path]:
     return sorted((p for p in kd.iterdir() if _VERSION_RE.match(p.name)), key=lambda p: int(p.name.split("-")[1]))
 
 
+def _expired(kd: Path, keep: set[str]) -> set[str]:
+    """Versions not in ``keep`` whose successor was committed more than the grace period ago. A version's name
+    holds its commit time, so the next version's name says when it was superseded: no extra bookkeeping."""
+    versions = _versions(kd)
+    now_ns, grace_ns = time.time_ns(), grace_seconds() * 1e9
+    return {
+        v.name
+        for v, nxt in zip(versions[:-1], versions[1:])
+        if v.name not in keep and now_ns - int(nxt.name.split("-")[1]) > grace_ns
+    }
+
+
 def _clean(kd: Path, keep: set[str]) -> None:
-    """Under the lock: remove writers' leftovers (``.tmp-*``) and every version but ``keep``."""
+    """Under the lock: remove writers' leftovers (``.tmp-*``) and the superseded versions past their grace period
+    (never ``keep``), so a reader that opened a version a moment ago never sees it vanish."""
+    expired = _expired(kd, keep)
     for p in kd.iterdir():
-        if p.name.startswith((".tmp-", f".{CURRENT}.")) or (_VERSION_RE.match(p.name) and p.name not in keep):
+        if p.name.startswith((".tmp-", f".{CURRENT}.")) or p.name in expired:
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -310,33 +468,64 @@ def build(
     key = dict(key)
     check_portable(key)
     kd = key_dir(root, stage, key)
-    what = what or f"{stage}/{kd.name}"
-    if not force and (found := lookup(stage, key, root)) is not None:
+    return build_dir(kd, key, make, force=force, what=what or f"{stage}/{kd.name}", stage=stage)
+
+
+def build_dir(
+    kd: str | Path,
+    key: Mapping[str, Any],
+    make: Callable[[Path, Path], dict[str, Any]],
+    *,
+    force: bool = False,
+    what: str | None = None,
+    stage: str | None = None,
+) -> Artifact:
+    """:func:`build` for a key folder the caller names (the synthetic datasets live in ``<root>/<hash>``)."""
+    kd, key = Path(kd), dict(key)
+    what = what or str(kd)
+    if not force and (found := lookup_dir(kd, stage)) is not None:
         return found
     with key_lock(kd, what):
-        if not force and (found := lookup(stage, key, root)) is not None:
+        if not force and (found := lookup_dir(kd, stage)) is not None:
             return found  # made by the run we waited for
-        current = _current(kd)
-        _clean(kd, keep={current.name} if current is not None else set())
+        current = _current_or_none(kd) if force else _current(kd)  # force repairs a corrupt CURRENT
+        keep = {current.name} if current is not None else set()
+        _clean(kd, keep)
         resume = kd / ".resume"
         if force:
             shutil.rmtree(resume, ignore_errors=True)
         resume.mkdir(exist_ok=True)
-        tmp = kd / f".tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            stats = make(tmp, resume)
-            write_json(tmp / "config.json", key)
-            write_json(tmp / "stats.json", stats)  # last: a version folder with stats.json is complete
-            name = f"v-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-            os.rename(tmp, kd / name)
-            _write_pointer(kd, name)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        name = _commit(kd, key, make, resume)
         shutil.rmtree(resume, ignore_errors=True)
-        _clean(kd, keep={name} | ({current.name} if current is not None else set()))
-    return Artifact(stage, kd.name, kd / name)
+        _clean(kd, keep | {name})
+    return Artifact(stage or kd.parent.name, kd.name, kd / name)
+
+
+def _current_or_none(kd: Path) -> Path | None:
+    """CURRENT's version, or None when CURRENT is missing, gone or corrupt (a forced rebuild replaces it)."""
+    try:
+        return _current(kd)
+    except ArtifactError:
+        return None
+
+
+def _commit(kd: Path, key: dict[str, Any], make: Callable[[Path, Path], dict[str, Any]], resume: Path) -> str:
+    """Under the lock: make a version in ``.tmp-*``, sync it to disk, rename it, then switch CURRENT to it."""
+    tmp = kd / f".tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        stats = make(tmp, resume)
+        write_json(tmp / "config.json", key)
+        write_json(tmp / "stats.json", stats)  # last: a version folder with stats.json is complete
+        _fsync_tree(tmp)
+        name = f"v-{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        os.rename(tmp, kd / name)
+        _fsync_path(kd)
+        _write_pointer(kd, name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return name
 
 
 def run_uncommitted(make: Callable[[Path, Path], dict[str, Any]]) -> dict[str, Any]:

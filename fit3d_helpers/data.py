@@ -36,13 +36,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .readers import SceneError, drop_nonfinite_points, read_depth, read_image, read_int_png, read_ply_points
+
 IGNORE_LABEL = 255
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # flips the camera's y and z axes; its own inverse
-
-
-class SceneError(ValueError):
-    """Bad scene input. The message names the file (and frame) and says what is wrong and how to fix it."""
 
 
 @dataclass
@@ -241,152 +239,6 @@ def reprojection_consistency(view_a: View, view_b: View, threshold_m: float = 0.
     than view_b's depth + threshold). See :func:`reprojection_stats` for the exact rule and the other fractions
     (e.g. ``overlap``, to make sure the visible set is not trivially small)."""
     return reprojection_stats(view_a, view_b, threshold_m)["consistency"]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Small file readers
-
-
-_GREY16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey (Pillow's "I" = 32-bit int: old Pillows)
-
-
-def _read_image(path: Path, where: str) -> np.ndarray:
-    """RGB float32 [H, W, 3] in 0..1 from 8- or 16-bit colour, grey-scale or palette files; alpha (instant-ngp's
-    Blender data) is dropped. ``convert("RGB")`` alone clips 16-bit grey to white and keeps only the high byte of
-    16-bit colour, so those are decoded here."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in _GREY16_MODES:
-                grey = np.asarray(im)  # [H, W] uint16 (int32 for "I")
-                if im.mode == "I" and grey.size and (int(grey.min()) < 0 or int(grey.max()) > 65535):
-                    raise SceneError(
-                        f"{where}: image {path} is 32-bit integer grey-scale with values {int(grey.min())}.."
-                        f"{int(grey.max())}, outside 16-bit 0..65535; save it as an 8- or 16-bit PNG."
-                    )
-                return np.repeat((grey.astype(np.float32) / 65535.0)[..., None], 3, axis=2)
-            if im.mode == "F":
-                raise SceneError(
-                    f"{where}: image {path} is 32-bit float grey-scale (mode 'F'); save it as an 8- or 16-bit PNG."
-                )
-            wide = _read_png16_colour(path, im)
-            if wide is not None:
-                return wide
-            arr = np.asarray(im.convert("RGB"))  # L / LA / 1: channel repeated; P: palette looked up
-    except FileNotFoundError:
-        raise SceneError(f"{where}: image file {path} does not exist; fix the path or add the file.") from None
-    except SceneError:
-        raise
-    except Exception as exc:  # PIL raises many types for corrupt files
-        raise SceneError(f"{where}: cannot read image {path} ({exc}); re-export it as PNG or JPEG.") from None
-    return arr.astype(np.float32) / 255.0
-
-
-def _read_png16_colour(path: Path, im: Image.Image) -> np.ndarray | None:
-    """A 48-/64-bit PNG (16 bits per RGB(A) sample) as float32 [H, W, 3] in 0..1, or None for any other image.
-
-    Pillow decodes these to 8-bit modes keeping only each sample's high byte (raw mode ``RGB;16B``). The file is
-    decoded a second time with raw mode ``...;16L``: the unfiltering is identical (same bits per pixel) but the
-    unpacker then keeps the low byte, so ``high * 256 + low`` is the exact 16-bit value. When Pillow has no such
-    raw mode (16-bit grey + alpha) the high byte alone is used: 8-bit precision, still correctly scaled.
-    """
-    if im.format != "PNG" or len(im.tile) != 1:
-        return None
-    tile = im.tile[0]
-    raw = tile[3] if isinstance(tile[3], str) else (tile[3][0] if tile[3] else None)
-    if not isinstance(raw, str) or not raw.endswith(";16B"):
-        return None
-    high = np.asarray(im)[..., :3].astype(np.uint16)  # [H, W, 3] (RGBA from grey + alpha repeats the grey)
-    try:
-        with Image.open(path) as again:
-            t = again.tile[0]
-            low_raw = raw[: -len("16B")] + "16L"
-            again.tile = [t._replace(args=low_raw) if hasattr(t, "_replace") else (t[0], t[1], t[2], low_raw)]
-            low = np.asarray(again)[..., :3].astype(np.uint16)  # [H, W, 3]
-    except Exception:  # no little-endian unpacker for this raw mode
-        return high.astype(np.float32) / 255.0
-    return ((high << 8) | low).astype(np.float32) / 65535.0
-
-
-def _read_int_png(path: Path, where: str, what: str) -> np.ndarray:
-    """An 8- or 16-bit single-channel PNG as an integer array [H, W]."""
-    try:
-        with Image.open(path) as im:
-            if what == "mask" and im.mode in ("1", "RGB", "RGBA", "LA"):
-                im = im.convert("L")
-            if im.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "P"):
-                raise SceneError(
-                    f"{where}: {what} file {path} has image mode {im.mode!r}; expected a single-channel 8- or "
-                    "16-bit PNG. Fix: save it as a grey-scale PNG."
-                )
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise SceneError(f"{where}: {what} file {path} does not exist; fix the path or remove the entry.") from None
-    except SceneError:
-        raise
-    except Exception as exc:
-        raise SceneError(f"{where}: cannot read {what} file {path} ({exc}).") from None
-    return arr.astype(np.int64)
-
-
-def _read_depth(path: Path, where: str, png_scale: float) -> np.ndarray:
-    """Depth in metres, float32 [H, W]: ``.npy`` is taken as metres, integer PNG is multiplied by ``png_scale``."""
-    if path.suffix.lower() == ".npy":
-        if not path.is_file():
-            raise SceneError(f"{where}: depth file {path} does not exist; fix the path or remove 'depth_file_path'.")
-        try:
-            arr = np.load(path)
-        except Exception as exc:
-            raise SceneError(f"{where}: cannot read depth file {path} ({exc}).") from None
-        arr = np.asarray(arr, dtype=np.float32)
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if arr.ndim != 2:
-            raise SceneError(f"{where}: depth file {path} has shape {arr.shape}; expected [H, W].")
-    else:
-        arr = _read_int_png(path, where, "depth").astype(np.float32) * np.float32(png_scale)
-    arr[~np.isfinite(arr)] = 0
-    return arr
-
-
-def _read_ply_points(path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Vertices (and colours when present) of an ASCII or binary PLY, via trimesh."""
-    import trimesh
-
-    if not path.is_file():
-        raise SceneError(f"{where}: point cloud {path} does not exist; fix 'ply_file_path' or remove it.")
-    try:
-        geom = trimesh.load(path, process=False)
-    except Exception as exc:
-        raise SceneError(f"{where}: cannot read point cloud {path} ({exc}).") from None
-    xyz = np.asarray(geom.vertices, dtype=np.float32)  # [P, 3]
-    colors = None
-    cols = getattr(geom, "colors", None)
-    if cols is None or len(cols) == 0:
-        visual = getattr(geom, "visual", None)
-        cols = getattr(visual, "vertex_colors", None) if visual is not None else None
-    if cols is not None and len(cols) == len(xyz):
-        colors = np.asarray(cols, dtype=np.float32)[:, :3] / 255.0
-    return _drop_nonfinite_points(xyz, colors, path)
-
-
-def _drop_nonfinite_points(
-    xyz: np.ndarray, colors: np.ndarray | None, path: Path
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Drop points whose coordinates (or colours) are NaN/inf, with a warning saying how many: a few broken points
-    should not stop a scene from loading, but one NaN would poison every Gaussian initialised from the cloud."""
-    ok = np.isfinite(xyz).all(axis=1)  # [P]
-    if colors is not None:
-        ok &= np.isfinite(colors).all(axis=1)
-    n_bad = int((~ok).sum())
-    if n_bad:
-        warnings.warn(
-            f"{path}: dropped {n_bad} of {len(xyz)} points with non-finite (NaN/inf) coordinates or "
-            "colours; the other points are used. Re-export the point cloud to keep them.",
-            stacklevel=3,
-        )
-        xyz = xyz[ok]
-        colors = colors[ok] if colors is not None else None
-    return xyz, colors
 
 
 def _downscale(view: View, s: int, where: str) -> View:
@@ -613,34 +465,8 @@ def _fov(value: Any, key: str, where: str) -> float:
 
 def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool) -> Scene:
     where_file = str(json_path)
-    try:
-        with open(json_path) as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise SceneError(f"{where_file}: file does not exist.") from None
-    except json.JSONDecodeError as exc:
-        raise SceneError(f"{where_file}: malformed JSON ({exc}); fix the syntax.") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
-        raise SceneError(
-            f"{where_file}: missing key 'frames' (a list of frames with 'file_path' and 'transform_matrix')."
-        )
-    base = json_path.parent
-    frames = list(meta["frames"])
-    if include_test_frames:
-        listed = {str(f.get("file_path")) for f in frames if isinstance(f, dict)}
-        extra = [
-            f for f in meta.get("test_frames", []) if not (isinstance(f, dict) and str(f.get("file_path")) in listed)
-        ]
-        n_dup = len(meta.get("test_frames", [])) - len(extra)
-        if n_dup:  # the ScanNet++ downscale step (FiT3D's copy too) appends test_frames to frames in place
-            warnings.warn(
-                f"{where_file}: {n_dup} test_frames are already listed in 'frames' (the ScanNet++ downscale "
-                "step appends them); each view is used once",
-                stacklevel=3,
-            )
-        frames += extra
-    if not frames:
-        raise SceneError(f"{where_file}: 'frames' is empty; a scene needs at least one view.")
+    meta = _read_transforms_meta(json_path)
+    frames = _transforms_frames(meta, where_file, include_test_frames)
     _check_one_size_transforms(json_path, frames)
     depth_scale = float(meta.get("depth_unit_scale_factor", 1e-3))
     views: list[View] = []
@@ -653,49 +479,8 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
         if fr.get("is_bad"):  # ScanNet++ flags blurry / unusable DSLR frames (in 'frames' and 'test_frames')
             skipped += 1
             continue
-        for key in ("file_path", "transform_matrix"):
-            if key not in fr:
-                raise SceneError(f"{where}: missing key {key!r}; every frame needs 'file_path' and 'transform_matrix'.")
-        where = f"{where_file} frame {i} ({fr['file_path']})"
-        try:
-            m = np.asarray(fr["transform_matrix"], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise SceneError(f"{where}: transform_matrix is not a numeric matrix.") from None
-        c2w = opengl_to_opencv(_check_rotation(m, where))
-        intr = _intrinsics(fr, meta, where)
-        n_distorted += bool(intr["distorted"])
-        img_path = _resolve_frame_file(json_path, str(fr["file_path"]), where, "image", "file_path")
-        image = _read_image(img_path, where)  # [H, W, 3]
-        h, w = image.shape[:2]
-        if (intr["w"] is not None and intr["w"] != w) or (intr["h"] is not None and intr["h"] != h):
-            raise SceneError(
-                f"{where}: image {img_path} is {w}x{h} but the intrinsics say w={intr['w']}, h={intr['h']}. Fix: "
-                "use the image folder the intrinsics belong to (ScanNet++: undistorted images for "
-                "transforms_undistorted.json) or correct w/h and scale fl_x/fl_y/cx/cy with them."
-            )
-        cx = intr["cx"] if intr["cx"] is not None else w / 2.0
-        cy = intr["cy"] if intr["cy"] is not None else h / 2.0
-        K = np.array([[intr["fx"], 0.0, cx], [0.0, intr["fy"], cy], [0.0, 0.0, 1.0]])
-        depth = labels = None
-        depth_path = label_path = None
-        if fr.get("depth_file_path"):
-            depth_path = _resolve_frame_file(json_path, str(fr["depth_file_path"]), where, "depth", "depth_file_path")
-            depth = _read_depth(depth_path, where, depth_scale)
-        if fr.get("label_file_path"):
-            label_path = _resolve_frame_file(json_path, str(fr["label_file_path"]), where, "label", "label_file_path")
-            labels = _read_int_png(label_path, where, "label")
-        view = View(Path(str(fr["file_path"])).stem, image, K, c2w, depth, labels)
-        _check_sizes(view, where, depth_path, label_path)
-        if fr.get("mask_path"):  # nerfstudio semantics (ScanNet++ uses the same key): 0 = ignore this pixel
-            mask_path = _resolve_frame_file(json_path, str(fr["mask_path"]), where, "mask", "mask_path")
-            mask = _read_int_png(mask_path, where, "mask")
-            if mask.shape != (h, w):
-                raise SceneError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}.")
-            if view.depth is not None:
-                view.depth[mask == 0] = 0
-            if view.labels is not None:
-                view.labels[mask == 0] = IGNORE_LABEL
-            view.mask = (mask != 0).astype(np.float32)  # [H, W] 1 = use, 0 = ignore
+        view, distorted, where = _load_transforms_frame(json_path, meta, fr, where, depth_scale)
+        n_distorted += distorted
         views.append(_downscale(view, downscale, where))
         view_files.append((str(fr["file_path"]), where))
     if not views:
@@ -703,21 +488,11 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
     _make_names_unique(views, view_files, where_file, "file_path")
     extra = {k: v for k, v in meta.items() if k not in ("frames", "test_frames")}
     extra["skipped_bad_frames"] = skipped
-    points = colors = None
-    if meta.get("ply_file_path"):
-        ply = _resolve_frame_file(json_path, str(meta["ply_file_path"]), where_file, "point cloud", "ply_file_path")
-        points, colors = _read_ply_points(ply, where_file)
-    elif base.name == "nerfstudio" and (base.parent / "colmap" / "points3D.txt").is_file():
-        pts_path = base.parent / "colmap" / "points3D.txt"
-        world = _colmap_to_json_world(json_path, views, view_files)
-        if world is not None:
-            points, colors = _parse_points(pts_path)
-            points = _transform(world, points.astype(np.float64)).astype(np.float32)
-            extra["points_file"] = str(pts_path)
-            extra["points_world_from_colmap"] = world.tolist()
+    points, colors = _transforms_points(json_path, meta, views, view_files, extra)
     classes = meta.get("classes")
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
         raise SceneError(f"{where_file}: 'classes' must be a list of class names (index = class id).")
+    base = json_path.parent
     name = base.name if json_path.name == "transforms.json" else f"{base.name}/{json_path.stem}"
     if n_distorted:
         warnings.warn(
@@ -726,6 +501,115 @@ def _load_transforms(json_path: Path, downscale: int, include_test_frames: bool)
             stacklevel=3,
         )
     return Scene(name, base, views, points, colors, classes, extra)
+
+
+def _read_transforms_meta(json_path: Path) -> dict[str, Any]:
+    """The parsed camera file, or a SceneError naming it (missing, malformed, or without a 'frames' list)."""
+    where_file = str(json_path)
+    try:
+        with open(json_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise SceneError(f"{where_file}: file does not exist.") from None
+    except json.JSONDecodeError as exc:
+        raise SceneError(f"{where_file}: malformed JSON ({exc}); fix the syntax.") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise SceneError(
+            f"{where_file}: missing key 'frames' (a list of frames with 'file_path' and 'transform_matrix')."
+        )
+    return meta
+
+
+def _transforms_frames(meta: dict[str, Any], where_file: str, include_test_frames: bool) -> list[Any]:
+    """'frames', plus the 'test_frames' not already in it when asked (ScanNet++ may list them in both)."""
+    frames = list(meta["frames"])
+    if include_test_frames:
+        listed = {str(f.get("file_path")) for f in frames if isinstance(f, dict)}
+        extra = [
+            f for f in meta.get("test_frames", []) if not (isinstance(f, dict) and str(f.get("file_path")) in listed)
+        ]
+        n_dup = len(meta.get("test_frames", [])) - len(extra)
+        if n_dup:  # the ScanNet++ downscale step (FiT3D's copy too) appends test_frames to frames in place
+            warnings.warn(
+                f"{where_file}: {n_dup} test_frames are already listed in 'frames' (the ScanNet++ downscale "
+                "step appends them); each view is used once",
+                stacklevel=4,
+            )
+        frames += extra
+    if not frames:
+        raise SceneError(f"{where_file}: 'frames' is empty; a scene needs at least one view.")
+    return frames
+
+
+def _load_transforms_frame(
+    json_path: Path, meta: dict[str, Any], fr: dict[str, Any], where: str, depth_scale: float
+) -> tuple[View, bool, str]:
+    """One frame: its image, intrinsics, pose, optional depth / labels / mask, checked against each other.
+    Returns the view (full size), whether its lens is distorted, and its description for later messages."""
+    for key in ("file_path", "transform_matrix"):
+        if key not in fr:
+            raise SceneError(f"{where}: missing key {key!r}; every frame needs 'file_path' and 'transform_matrix'.")
+    where = f"{where} ({fr['file_path']})"
+    try:
+        m = np.asarray(fr["transform_matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SceneError(f"{where}: transform_matrix is not a numeric matrix.") from None
+    c2w = opengl_to_opencv(_check_rotation(m, where))
+    intr = _intrinsics(fr, meta, where)
+    img_path = _resolve_frame_file(json_path, str(fr["file_path"]), where, "image", "file_path")
+    image = read_image(img_path, where)  # [H, W, 3]
+    h, w = image.shape[:2]
+    if (intr["w"] is not None and intr["w"] != w) or (intr["h"] is not None and intr["h"] != h):
+        raise SceneError(
+            f"{where}: image {img_path} is {w}x{h} but the intrinsics say w={intr['w']}, h={intr['h']}. Fix: "
+            "use the image folder the intrinsics belong to (ScanNet++: undistorted images for "
+            "transforms_undistorted.json) or correct w/h and scale fl_x/fl_y/cx/cy with them."
+        )
+    cx = intr["cx"] if intr["cx"] is not None else w / 2.0
+    cy = intr["cy"] if intr["cy"] is not None else h / 2.0
+    K = np.array([[intr["fx"], 0.0, cx], [0.0, intr["fy"], cy], [0.0, 0.0, 1.0]])
+    depth = labels = None
+    depth_path = label_path = None
+    if fr.get("depth_file_path"):
+        depth_path = _resolve_frame_file(json_path, str(fr["depth_file_path"]), where, "depth", "depth_file_path")
+        depth = read_depth(depth_path, where, depth_scale)
+    if fr.get("label_file_path"):
+        label_path = _resolve_frame_file(json_path, str(fr["label_file_path"]), where, "label", "label_file_path")
+        labels = read_int_png(label_path, where, "label")
+    view = View(Path(str(fr["file_path"])).stem, image, K, c2w, depth, labels)
+    _check_sizes(view, where, depth_path, label_path)
+    if fr.get("mask_path"):  # nerfstudio semantics (ScanNet++ uses the same key): 0 = ignore this pixel
+        mask_path = _resolve_frame_file(json_path, str(fr["mask_path"]), where, "mask", "mask_path")
+        mask = read_int_png(mask_path, where, "mask")
+        if mask.shape != (h, w):
+            raise SceneError(f"{where}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}.")
+        if view.depth is not None:
+            view.depth[mask == 0] = 0
+        if view.labels is not None:
+            view.labels[mask == 0] = IGNORE_LABEL
+        view.mask = (mask != 0).astype(np.float32)  # [H, W] 1 = use, 0 = ignore
+    return view, bool(intr["distorted"]), where
+
+
+def _transforms_points(
+    json_path: Path, meta: dict[str, Any], views: list[View], view_files: list[tuple[str, str]], extra: dict[str, Any]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The scene's initial points: a listed .ply, or ScanNet++'s COLMAP points moved into the JSON's world
+    (records where they came from in ``extra``); (None, None) when there are none."""
+    where_file = str(json_path)
+    base = json_path.parent
+    if meta.get("ply_file_path"):
+        ply = _resolve_frame_file(json_path, str(meta["ply_file_path"]), where_file, "point cloud", "ply_file_path")
+        return read_ply_points(ply, where_file)
+    if base.name == "nerfstudio" and (base.parent / "colmap" / "points3D.txt").is_file():
+        pts_path = base.parent / "colmap" / "points3D.txt"
+        world = _colmap_to_json_world(json_path, views, view_files)
+        if world is not None:
+            points, colors = _parse_points(pts_path)
+            extra["points_file"] = str(pts_path)
+            extra["points_world_from_colmap"] = world.tolist()
+            return _transform(world, points.astype(np.float64)).astype(np.float32), colors
+    return None, None
 
 
 def _check_one_size_transforms(json_path: Path, frames: list[Any]) -> None:
@@ -986,7 +870,7 @@ def _parse_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise SceneError(f"{path} line {lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK...'.") from None
         if len(xyz[-1]) != 3 or len(rgb[-1]) != 3:
             raise SceneError(f"{path} line {lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK...'.")
-    points, colors = _drop_nonfinite_points(
+    points, colors = drop_nonfinite_points(
         np.asarray(xyz, dtype=np.float32).reshape(-1, 3), np.asarray(rgb, dtype=np.float32).reshape(-1, 3) / 255.0, path
     )
     assert colors is not None
@@ -1024,7 +908,7 @@ def _load_colmap(model_dir: Path, root: Path, downscale: int) -> Scene:
                 f"{where}: image file not found in {', '.join(str(d) for d in img_dirs[:3])}; put the "
                 "images in an 'images/' folder beside the model."
             )
-        image = _read_image(img_path, where)
+        image = read_image(img_path, where)
         h, w = image.shape[:2]
         if (w, h) != (cam["w"], cam["h"]):
             raise SceneError(

@@ -60,6 +60,7 @@ import torch
 from PIL import Image
 
 from .data import SceneError
+from .probe_data import ProbeData
 
 IGNORE_INDEX = 255  # mmseg CustomDataset ignore_index default; CrossEntropyLoss ignore_index default
 
@@ -240,7 +241,7 @@ class EvalSet:
     """An evaluation split with the official reading conventions attached, so every consumer reads it the same way.
 
     ``load(i)`` gives one sample as numpy arrays; ``stack(...)`` gives a small set as tensors shaped like
-    :class:`fit3d_helpers.probe.ProbeData` (images ``[N, H, W, 3]`` 0..1, labels ``[N, H, W]`` int64 with 255 =
+    :class:`fit3d_helpers.probe_data.ProbeData` (images ``[N, H, W, 3]`` 0..1, labels ``[N, H, W]`` int64 with 255 =
     ignore, depth ``[N, H, W]`` metres with 0 = invalid); ``probe_data(...)`` wraps that in a ``ProbeData``.
     """
 
@@ -287,7 +288,18 @@ class EvalSet:
 
     def subset(self, indices: Sequence[int] | int) -> EvalSet:
         """The same set restricted to ``indices`` (or the first ``n`` samples for an int): quick looks at big splits."""
-        idx = range(min(indices, len(self))) if isinstance(indices, int) else indices
+        n = len(self)
+        if isinstance(indices, int):
+            if indices < 0:
+                raise ValueError(f"{self.name} ({self.split}): subset(n) takes a count of at least 0, got {indices}")
+            return replace(self, items=self.items[: min(indices, n)])
+        idx = [int(i) for i in indices]
+        bad = [i for i in idx if not -n <= i < n]
+        if bad:
+            raise IndexError(
+                f"{self.name} ({self.split}) has {n} samples (indices 0..{n - 1}); subset got {bad[:5]}. "
+                f"Fix: pick indices below {n}, or subset({n}) for all of them."
+            )
         return replace(self, items=[self.items[i] for i in idx])
 
     # --- one sample ----------------------------------------------------------------------------------------
@@ -400,14 +412,12 @@ class EvalSet:
 
     def probe_data(
         self, indices: Sequence[int] | None = None, size: tuple[int, int] | None = None, depth_mask: str = "range"
-    ) -> Any:
-        """The stacked samples as a :class:`fit3d_helpers.probe.ProbeData`, so probe code runs on them unchanged.
+    ) -> ProbeData:
+        """The stacked samples as a :class:`fit3d_helpers.probe_data.ProbeData`, so probe code runs on them unchanged.
 
         A seg-only set gets all-ignore labels (255) and a depth-only set all-invalid depth (0); there are no camera
         poses, so ``views`` is empty (the multi-view 3D-awareness check does not apply to these sets).
         """
-        from .probe import ProbeData  # lazy: probe imports heavier helpers
-
         images, labels, depth = self.stack(indices, size, depth_mask)
         shape = images.shape[:3]
         if labels is None:
@@ -485,7 +495,11 @@ def read_labels(path: Path, reduce_zero_label: bool, where: str = "") -> np.ndar
 def read_depth(path: Path, depth_scale: float, where: str = "") -> np.ndarray:
     """float32 [H, W] metres: ``np.asarray(Image.open(p), dtype=np.float32) / depth_scale`` as the official
     ``DepthLoadAnnotations`` (zhyever toolbox depth/datasets/pipelines/loading.py DepthLoadAnnotations) and
-    ``pre_eval`` (nyu.py:271-273) read it. 0 (and any non-finite value) = invalid."""
+    ``pre_eval`` (nyu.py:271-273) read it. 0 (and any non-finite value) = invalid.
+
+    The official data are 16-bit PNGs of millimetres (NYU ``sync_depth_*.png``; ``depth_scale=1000`` in both depth
+    configs). The official reader would take any image and divide it by 1000, so an 8-bit PNG reads as 0-0.26 m and a
+    float TIFF in metres as 0.001-0.01 m, silently; :func:`_check_depth_format` refuses both, naming the file."""
     try:
         with Image.open(path) as im:
             mode = im.mode
@@ -494,13 +508,45 @@ def read_depth(path: Path, depth_scale: float, where: str = "") -> np.ndarray:
         raise EvalDataError(f"{_where(where)}depth file {path} does not exist. {_get_data_hint(path)}") from None
     except Exception as exc:
         raise EvalDataError(f"{_where(where)}cannot read depth {path} ({exc}); re-download it.") from None
-    if arr.ndim != 2:
-        raise EvalDataError(
-            f"{_where(where)}depth {path} has image mode {mode!r}; expected a single-channel 16-bit PNG of depth x "
-            f"{depth_scale:g} (millimetres for scale 1000). Fix: save the depth map as a 16-bit grey-scale PNG."
-        )
+    _check_depth_format(arr, mode, path, depth_scale, where)
     depth = arr / np.float32(depth_scale)
     return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0)).astype(np.float32)
+
+
+# PIL modes of integer depth maps: 16-bit PNG ("I;16", "I;16B" / "I;16L" by byte order) or 32-bit integer ("I").
+DEPTH_INT_MODES = ("I;16", "I;16B", "I;16L", "I")
+# A valid depth map of an indoor scene reaches beyond this (metres); below it the file is not in millimetres.
+MIN_PLAUSIBLE_MAX_DEPTH = 0.3
+
+
+def _check_depth_format(arr: np.ndarray, mode: str, path: Path, depth_scale: float, where: str = "") -> None:
+    """Refuse depth files that are not the official format: single-channel integer (16-bit PNG) in units of
+    ``1 / depth_scale`` m (millimetres for 1000) whose deepest pixel is a plausible indoor depth."""
+    expected = (
+        f"the official evaluation data store depth as single-channel 16-bit PNGs of depth x {depth_scale:g} "
+        f"(millimetres for scale {depth_scale:g}; FiT3D vits_*_depth_linear_config.py depth_scale=1000)"
+    )
+    fix = "Fix: write np.round(depth_in_metres * 1000).astype(np.uint16) with PIL as a PNG."
+    valid = arr[np.isfinite(arr) & (arr > 0)] if arr.size else arr
+    lo, hi = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 0.0)
+    if arr.ndim != 2:
+        raise EvalDataError(
+            f"{_where(where)}depth {path} has image mode {mode!r} ({arr.shape[-1]} channels); {expected}. {fix}"
+        )
+    if mode not in DEPTH_INT_MODES:
+        kind = {"L": "an 8-bit grey", "P": "an 8-bit palette", "1": "a 1-bit", "F": "a 32-bit float"}.get(
+            mode, f"a {mode!r}"
+        )
+        unit = " (they look like metres)" if mode == "F" and hi <= 100 else ""
+        raise EvalDataError(
+            f"{_where(where)}depth {path} is {kind} image (mode {mode!r}, values {lo:g}..{hi:g}{unit}), which "
+            f"would read as {lo / depth_scale:.3g}..{hi / depth_scale:.3g} m; {expected}. {fix}"
+        )
+    if valid.size and hi / depth_scale < MIN_PLAUSIBLE_MAX_DEPTH:
+        raise EvalDataError(
+            f"{_where(where)}depth {path} is 16-bit but its deepest pixel is {hi:g} = {hi / depth_scale:.3g} m: the "
+            f"values are not millimetres (metres or centimetres stored as integers?); {expected}. {fix}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -807,152 +853,3 @@ def _split_file_set(
         test_size=test_size,
         n_skipped=skipped,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Tiny fake datasets in the official layouts (tests, offline demos)
-# ---------------------------------------------------------------------------------------------------------
-
-# Pixels of row 0 with fixed values, so tests can check the conventions without decoding the random content:
-# labels: (0,0) = 0 (unlabelled), (0,1) = 1, (0,2) = K (last class); depth: (0,0) = 0 (invalid), (0,1) = 1234
-# (1.234 m), (0,2) = max_depth exactly (outside the open valid interval), (0,3) = max_depth + 0.5 m.
-FAKE_DEPTH_PNG_VALUE = 1234
-
-
-def _fake_sample(
-    rng: np.random.Generator, size: tuple[int, int], n_classes: int, max_depth: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rgb uint8 [H, W, 3], raw label uint8 [H, W] with 0 = unlabelled and 1..K, depth uint16 [H, W] in mm).
-
-    Colour and depth depend on the class, so a probe can learn something from the fake data."""
-    h, w = size
-    if h < 8 or w < 8:
-        raise ValueError(f"fake images need at least 8x8 pixels, got {size}")
-    palette = np.random.default_rng(1234).integers(30, 226, size=(n_classes + 1, 3))  # same colours in every sample
-    valid = [1, n_classes] + [int(c) for c in rng.choice(np.arange(2, n_classes), size=2, replace=False)]
-    label = np.full((h, w), valid[int(rng.integers(len(valid)))], dtype=np.uint8)
-    for _ in range(3):  # rectangles of other classes
-        r0, c0 = int(rng.integers(0, h - 4)), int(rng.integers(0, w - 4))
-        r1, c1 = r0 + int(rng.integers(3, h // 2 + 3)), c0 + int(rng.integers(3, w // 2 + 3))
-        label[r0:r1, c0:c1] = valid[int(rng.integers(len(valid)))]
-    label[-2:, : w // 4] = 0  # an unlabelled strip
-    rgb = palette[label].astype(np.float64) + rng.normal(0, 8, size=(h, w, 3))
-    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
-    rows = np.linspace(0.0, 1.0, h)[:, None]  # a floor-like ramp plus a per-class offset, metres
-    depth_m = 1.0 + 3.0 * rows + 0.05 * (label.astype(np.float64) % 7) + rng.uniform(0, 0.01, size=(h, w))
-    depth = np.round(depth_m * DEPTH_SCALE).astype(np.uint16)
-    depth[-1, -3:] = 0  # a few invalid pixels
-    label[0, :3] = (0, 1, n_classes)
-    depth[0, :4] = (0, FAKE_DEPTH_PNG_VALUE, round(max_depth * DEPTH_SCALE), round((max_depth + 0.5) * DEPTH_SCALE))
-    return rgb, label, depth
-
-
-def _save(arr: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(arr)
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        im.save(path, format="JPEG", quality=95)
-    else:
-        im.save(path, format="PNG")
-
-
-def _write_mmseg_split(
-    root: Path,
-    sub: str,
-    names: list[str],
-    rng: np.random.Generator,
-    size: tuple[int, int],
-    n_classes: int,
-    img_suffix: str,
-    seg_suffix: str,
-    max_depth: float,
-) -> None:
-    for stem in names:
-        rgb, label, _ = _fake_sample(rng, size, n_classes, max_depth)
-        _save(rgb, root / "images" / sub / f"{stem}{img_suffix}")
-        _save(label, root / "annotations" / sub / f"{stem}{seg_suffix}")
-
-
-def write_fake_nyuv2(
-    root: str | Path, n_train: int = 3, n_val: int = 2, size: tuple[int, int] = (48, 64), seed: int = 0
-) -> Path:
-    """A tiny ``eval_data/nyuv2`` at ``root``: images/{training,validation}/NNNN.png + annotations (ids 0..13)."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    _write_mmseg_split(
-        root,
-        "training",
-        [f"{i:04d}" for i in range(n_train)],
-        rng,
-        size,
-        len(NYUV2_CLASSES),
-        NYUV2_IMG_SUFFIX,
-        NYUV2_SEG_SUFFIX,
-        NYU_MAX_DEPTH,
-    )
-    _write_mmseg_split(
-        root,
-        "validation",
-        [f"{i:04d}" for i in range(n_train, n_train + n_val)],
-        rng,
-        size,
-        len(NYUV2_CLASSES),
-        NYUV2_IMG_SUFFIX,
-        NYUV2_SEG_SUFFIX,
-        NYU_MAX_DEPTH,
-    )
-    return root
-
-
-def write_fake_nyu(
-    root: str | Path, n_train: int = 4, n_test: int = 2, size: tuple[int, int] = (48, 64), seed: int = 0
-) -> Path:
-    """A tiny ``eval_data/nyu`` at ``root``: <scene>/rgb_NNNNN.jpg + sync_depth_NNNNN.png (uint16 mm) and the split
-    files. Train lines start with '/' and end with the focal (the docstring example, nyu.py:56-58) plus one line with
-    depth 'None' (skipped); test lines have no leading '/', to exercise both forms."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    lines: dict[str, list[str]] = {"nyu_train.txt": [], "nyu_test.txt": []}
-    for fname, n, scenes, slash in (
-        ("nyu_train.txt", n_train, ("bedroom_0001", "kitchen_0028b"), "/"),
-        ("nyu_test.txt", n_test, ("bathroom", "kitchen"), ""),
-    ):
-        for i in range(n):
-            scene = scenes[i % len(scenes)]
-            rgb, _, depth = _fake_sample(rng, size, len(NYUV2_CLASSES), NYU_MAX_DEPTH)
-            img_rel, dep_rel = f"{scene}/rgb_{i:05d}.jpg", f"{scene}/sync_depth_{i:05d}.png"
-            _save(rgb, root / img_rel)
-            _save(depth, root / dep_rel)
-            lines[fname].append(f"{slash}{img_rel} {slash}{dep_rel} {NYU_FOCAL}")
-    lines["nyu_train.txt"].append(f"/bedroom_0001/rgb_99999.jpg None {NYU_FOCAL}")  # dropped by the reader
-    for fname, rows in lines.items():
-        (root / fname).write_text("\n".join(rows) + "\n")
-    return root
-
-
-def write_fake_scannetpp(
-    root: str | Path, n_train: int = 3, n_val: int = 2, size: tuple[int, int] = (48, 72), seed: int = 0
-) -> Path:
-    """A tiny ``eval_data/scannetpp`` at ``root`` with both tasks: images/{training,validation}/<scene>_DSCNNNNN.JPG
-    + annotations/.../*.png (ids 0..100), and <scene>/images/DSCNNNNN.JPG + <scene>/depth/DSCNNNNN.png (uint16 mm)
-    listed in scannetpp_{train,val}.txt (train lines with a leading '/', val lines without; no focal column)."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    scenes = [f"{int(v):010x}" for v in rng.integers(0, 16**10, size=2)]  # ids like 0a5c013435
-    k = len(SCANNETPP_CLASSES)
-    for sub, n, off in (("training", n_train, 0), ("validation", n_val, n_train)):
-        names = [f"{scenes[i % 2]}_DSC{i + off:05d}" for i in range(n)]
-        _write_mmseg_split(
-            root, sub, names, rng, size, k, SCANNETPP_IMG_SUFFIX, SCANNETPP_SEG_SUFFIX, SCANNETPP_MAX_DEPTH
-        )
-    for fname, n, off, slash in (("scannetpp_train.txt", n_train, 0, "/"), ("scannetpp_val.txt", n_val, n_train, "")):
-        rows = []
-        for i in range(n):
-            scene = scenes[i % 2]
-            rgb, _, depth = _fake_sample(rng, size, k, SCANNETPP_MAX_DEPTH)
-            img_rel, dep_rel = f"{scene}/images/DSC{i + off:05d}.JPG", f"{scene}/depth/DSC{i + off:05d}.png"
-            _save(rgb, root / img_rel)
-            _save(depth, root / dep_rel)
-            rows.append(f"{slash}{img_rel} {slash}{dep_rel}")
-        (root / fname).write_text("\n".join(rows) + "\n")
-    return root

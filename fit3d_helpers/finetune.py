@@ -3,8 +3,9 @@
 For every view of every training scene we render the scene's low-dim features near the token grid, decode them
 with that scene's decoder to the backbone width and resize to the token grid: that is the target. Targets are
 rendered once and cached (``artifacts/targets/<hash>/``), so a fine-tuning step costs about one backbone
-forward+backward. The loss is the L1 between the model's normed patch tokens and the target, masked by the
-rendered alpha; AdamW lr 1e-5, weight decay 1e-4, batch 2, one epoch, grad-norm clip 0.1, random horizontal
+forward+backward. The loss is the L1 between the model's normed patch tokens and the target, weighted by the
+soft anonymisation mask (``finetune.mask="anonymisation"``, official; ``"alpha"`` also drops tokens the Gaussians do
+not cover); AdamW lr 1e-5, weight decay 1e-4, batch 2, one epoch, grad-norm clip 0.1, random horizontal
 flips (target flipped with the image), as in the official code.
 
 The output ``model.pth`` is a plain timm state dict, the format of the released FiT3D checkpoints, so
@@ -16,10 +17,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -29,10 +29,12 @@ from torch import Tensor
 from . import cache
 from .backbone import Backbone, load_backbone
 from .cache import Artifact
+from .checkpoint import Checkpointer
 from .data import load_scene
 from .lift import (
     LiftError,
     LiftResult,
+    check_lift_finite,
     decode_to_grid,
     feature_camera,
     geometry_key,
@@ -41,9 +43,9 @@ from .lift import (
 )
 from .profiles import FinetuneConfig, LiftConfig
 from .render import resolve_backend
-from .utils import DEFAULT_ARTIFACTS, progress, rng_state, save_torch, seed_everything, set_rng_state, write_json
+from .utils import DEFAULT_ARTIFACTS, progress, save_torch, seed_everything, write_json
 
-_CHECKPOINT_FORMAT = 2  # 2: + RNG states
+_CHECKPOINT_FORMAT = 3  # 2: + RNG states; 3: the Checkpointer's layout
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -105,8 +107,18 @@ class Targets:
 
     images: Tensor  # [V, 3, H, W] 0..1
     targets: Tensor  # [V, D, h, w]
-    masks: Tensor  # [V, 1, h, w] rendered alpha on the token grid
+    masks: Tensor  # [V, 1, h, w] loss weights on the token grid (soft anonymisation mask; × alpha coverage for "alpha")
     scene: str
+
+
+class TargetSource(Protocol):
+    """Replaces the rendered training targets (an ablation's control): the same views, masks and schedule, other
+    targets. ``key()`` joins the fine-tuning key; the call gets the rendered targets and the backbone before training
+    and returns the new targets and the stats to keep."""
+
+    def key(self) -> dict[str, Any]: ...
+
+    def __call__(self, train: list[Targets], backbone: Backbone) -> tuple[list[Targets], dict[str, Any]]: ...
 
 
 def scene_targets(
@@ -131,6 +143,7 @@ def scene_targets(
         raise LiftError(
             f"scene_targets needs the scene the lift {lift.hash} was fitted on: load it with lift_scene(scene, ...)"
         )
+    check_lift_finite(lift, "the fine-tuning targets")
     key = {"stage": "targets", "lift": lift.hash, "mask": mask}
 
     def make(out: Path, resume: Path) -> dict[str, Any]:
@@ -328,6 +341,7 @@ def finetune(
     backend: str = "auto",
     force: bool = False,
     max_steps: int | None = None,
+    targets_from: TargetSource | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` (in place) on the rendered targets of the lifted scenes ``train_lifts``.
 
@@ -335,6 +349,8 @@ def finetune(
     validation L1 before/after. Under ``torchrun`` each process takes a disjoint share of every epoch (a distributed
     sampler) and DDP averages the gradients; rank 0 writes the artifact. ``max_steps`` stops early with a checkpoint
     (TimeoutError): calling again resumes, with the RNG states, to the same result as an uninterrupted run.
+    ``targets_from``: train on other targets than the rendered ones (notebook 05's smoothing control); validation
+    stays on the held-out scenes' rendered targets.
     """
     from .distributed import init_distributed
 
@@ -344,7 +360,11 @@ def finetune(
             "finetune.mode='released' loads FiT3D's checkpoint instead of training: use finetune.released()"
         )
     root = Path(root) if root is not None else DEFAULT_ARTIFACTS
+    for lf in [*train_lifts, *val_lifts]:  # before any work: a non-finite lift would train on garbage
+        check_lift_finite(lf, "stage 2 (fine-tuning)")
     key = finetune_key(backbone, list(train_lifts), cfg)
+    if targets_from is not None:
+        key["targets_from"] = targets_from.key()
     dist = init_distributed(device=backbone.device)
     seen: list[int] = []
     box: dict[str, Any] = {}
@@ -363,6 +383,7 @@ def finetune(
             max_steps,
             seen,
             shared_resume=cache.key_dir(root, "finetune", key) / ".resume",
+            targets_from=targets_from,
         )
         box["losses"] = losses
         return stats
@@ -410,6 +431,43 @@ def tokens_runner(backbone: Backbone) -> nn.Module:
     return _Tokens(backbone.model)
 
 
+def _load_targets(
+    train_lifts: list[LiftResult],
+    val_lifts: list[LiftResult],
+    backbone: Backbone,
+    cfg: FinetuneConfig,
+    root: Path,
+    backend: str,
+) -> tuple[list[Targets], list[Targets], list[dict[str, Any]]]:
+    """The rendered targets of the training and validation scenes (cached), and the training targets' stats."""
+    data = [scene_targets(lf, backbone, mask=cfg.mask, root=root, backend=backend) for lf in train_lifts]
+    val = [scene_targets(lf, backbone, mask=cfg.mask, root=root, backend=backend)[0] for lf in val_lifts]
+    return [t for t, _ in data], val, [s for _, s in data]
+
+
+def trainable_params(model: nn.Module, cfg: FinetuneConfig) -> list[nn.Parameter]:
+    """What stage 2 trains: every parameter (``finetune.mode="full"``), or LoRA adapters added to ``model`` ("lora")."""
+    if cfg.mode == "lora":
+        return add_lora(model, cfg.lora_rank, cfg.lora_blocks)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _batch(train: list[Targets], samples: list[tuple[int, int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """The (scene, view) ``samples`` stacked: images [B, 3, H, W], targets [B, D, h, w], masks [B, 1, h, w]."""
+    return tuple(torch.stack([getattr(train[s], k)[v] for s, v in samples]) for k in ("images", "targets", "masks"))
+
+
+def _steps_per_epoch(n_samples: int, cfg: FinetuneConfig, dist: Any) -> int:
+    """Steps of one epoch on this process (the distributed sampler drops the remainder), or a clear error for none."""
+    steps = len(epoch_batches(n_samples, cfg.batch_size, dist.world_size, dist.rank, cfg.seed, 0))
+    if steps == 0:
+        raise ValueError(
+            f"{n_samples} training views cannot fill one batch of {cfg.batch_size} on each of {dist.world_size} "
+            "process(es): lower finetune.batch_size or use fewer processes"
+        )
+    return steps
+
+
 def _train(
     train_lifts: list[LiftResult],
     val_lifts: list[LiftResult],
@@ -424,92 +482,61 @@ def _train(
     seen: list[int],
     *,
     shared_resume: Path,
+    targets_from: TargetSource | None = None,
 ) -> tuple[dict[str, Any], dict[str, list]]:
-    """The stage-2 loop; writes model.pth and losses.json into ``out`` (main process) and returns (stats, losses)."""
+    """The stage-2 loop (the official fine-tuning engine); writes model.pth and losses.json into ``out`` (main
+    process) and returns (stats, losses)."""
     from .distributed import wrap_ddp
 
     seed_everything(cfg.seed)
-    data = [scene_targets(lf, backbone, mask=cfg.mask, root=root, backend=backend) for lf in train_lifts]
-    target_stats = [s for _, s in data]
-    train = [t for t, _ in data]
-    val = [scene_targets(lf, backbone, mask=cfg.mask, root=root, backend=backend)[0] for lf in val_lifts]
+    train, val, target_stats = _load_targets(train_lifts, val_lifts, backbone, cfg, root, backend)
+    replaced = None
+    if targets_from is not None:  # before any step or resume: the backbone is still the original
+        train, replaced = targets_from(train, backbone)
     val_before = validation_l1(backbone, val) if val else float("nan")
-
     model = backbone.model
-    params = (
-        add_lora(model, cfg.lora_rank, cfg.lora_blocks)
-        if cfg.mode == "lora"
-        else [p for p in model.parameters() if p.requires_grad]
-    )
-    n_trainable = sum(p.numel() for p in params)
+    params = trainable_params(model, cfg)
     optimizer = make_optimizer(params, cfg)
     runner = wrap_ddp(_Tokens(model), dist)  # DDP needs forward() to be the thing we differentiate
-
-    pairs = [
-        (s, v) for s, t in enumerate(train) for v in range(t.images.shape[0])
-    ]  # (scene, view), sample index = position
-    steps_per_epoch = len(epoch_batches(len(pairs), cfg.batch_size, dist.world_size, dist.rank, cfg.seed, 0))
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(pairs)} training views cannot fill one batch of {cfg.batch_size} on each of {dist.world_size} "
-            "process(es): lower finetune.batch_size or use fewer processes"
-        )
+    pairs = [(s, v) for s, t in enumerate(train) for v in range(t.images.shape[0])]  # (scene, view) per sample
+    steps_per_epoch = _steps_per_epoch(len(pairs), cfg, dist)
     total_steps = steps_per_epoch * cfg.epochs
-    ckpt_path = (resume if dist.is_main else shared_resume) / "checkpoint.pt"
-    step, losses, elapsed = 0, {"step": [], "loss": []}, 0.0
-    ck = cache.load_resume(ckpt_path)
-    if ck is not None and ck.get("format") != _CHECKPOINT_FORMAT:
-        warnings.warn(f"{ckpt_path} was written by another version of the course; starting from scratch", stacklevel=2)
-        ck = None
+    ckpt = Checkpointer((resume if dist.is_main else shared_resume) / "checkpoint.pt", _CHECKPOINT_FORMAT,
+                        every=cfg.checkpoint_every, total=total_steps, what="fine-tuning", stop_after=max_steps,
+                        writes=dist.is_main)  # fmt: skip
+    losses: dict[str, list] = {"step": [], "loss": []}
+    ck = ckpt.resume()  # the RNG states are restored by it
     if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
-        step, losses, elapsed = ck["step"], ck["losses"], ck["elapsed"]
-        set_rng_state(ck["rng"])
+        losses = ck["losses"]
     model.train()
-    t0 = time.time()
-    bar = progress(total=total_steps, initial=step, desc="fine-tune", **({} if dist.is_main else {"disable": True}))
-    while step < total_steps:
+    bar = progress(
+        total=total_steps, initial=ckpt.start, desc="fine-tune", **({} if dist.is_main else {"disable": True})
+    )
+    for step in range(ckpt.start, total_steps):
         epoch, within = divmod(step, steps_per_epoch)
         batch_ids = epoch_batches(len(pairs), cfg.batch_size, dist.world_size, dist.rank, cfg.seed, epoch)[within]
         seen.extend(batch_ids)
-        batch = [pairs[j] for j in batch_ids]
         flip_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step * dist.world_size + dist.rank)
-        imgs = torch.stack([train[s].images[v] for s, v in batch])  # [B, 3, H, W]
-        tgts = torch.stack([train[s].targets[v] for s, v in batch])  # [B, D, h, w]
-        msks = torch.stack([train[s].masks[v] for s, v in batch])  # [B, 1, h, w]
+        imgs, tgts, msks = _batch(train, [pairs[j] for j in batch_ids])
         loss = train_step(backbone, runner, params, optimizer, imgs, tgts, msks, cfg, flip_gen)
         if not torch.isfinite(loss):
             raise RuntimeError(
                 f"fine-tune step {step}: loss is {float(loss)} (not finite); no artifact written. Lower finetune.lr."
             )
-        step += 1
-        losses["step"].append(step)
+        losses["step"].append(step + 1)
         losses["loss"].append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{losses['loss'][-1]:.4f}")
-        stop = max_steps is not None and step >= max_steps and step < total_steps
-        if dist.is_main and (step % cfg.checkpoint_every == 0 or stop):
-            save_torch(
-                ckpt_path,
-                {
-                    "format": _CHECKPOINT_FORMAT,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "losses": losses,
-                    "elapsed": elapsed + time.time() - t0,
-                    "rng": rng_state(),
-                },
-            )
-        if stop:
-            raise TimeoutError(f"fine-tuning stopped at step {step} (max_steps); call again to resume from {ckpt_path}")
+        ckpt.after_step(
+            step + 1, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses}
+        )
     bar.close()
-    wall = elapsed + time.time() - t0
+    wall = ckpt.wall_seconds()
     if cfg.mode == "lora":
         merge_lora(model)
     model.eval()
-    val_after = validation_l1(backbone, val) if val else float("nan")
     stats = {
         "stage": "finetune",
         **backbone.describe(),
@@ -517,12 +544,12 @@ def _train(
         "epochs": cfg.epochs,
         "lr": cfg.lr,
         "steps": total_steps,
-        "trainable_params": n_trainable,
+        "trainable_params": sum(p.numel() for p in params),
         "train_scenes": [t.scene for t in train],
         "val_scenes": [t.scene for t in val],
         "train_views": len(pairs),
         "val_l1_before": val_before,
-        "val_l1_after": val_after,
+        "val_l1_after": validation_l1(backbone, val) if val else float("nan"),
         "final_loss": losses["loss"][-1] if losses["loss"] else None,
         "wall_seconds": round(wall, 1),
         "seconds_per_step": wall / max(total_steps, 1),
@@ -533,6 +560,8 @@ def _train(
         "batch_per_process": cfg.batch_size,
         "precision": "bf16" if backbone.bf16 else "fp32",
     }
+    if replaced is not None:
+        stats["targets_from"] = replaced
     if dist.is_main:
         save_torch(out / "model.pth", {k: v.detach().cpu() for k, v in model.state_dict().items()})
         write_json(out / "losses.json", losses)

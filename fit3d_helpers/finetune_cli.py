@@ -14,9 +14,8 @@ import argparse
 import sys
 
 from . import pipeline
-from .course.runner import ParameterError, parse_overrides
 from .distributed import cleanup, init_distributed
-from .profiles import ConfigError, load_profile
+from .profiles import ConfigError, ParameterError, load_profile, parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:

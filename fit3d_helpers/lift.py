@@ -15,10 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
-import warnings
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +28,35 @@ from torch import Tensor
 from . import cache
 from .backbone import Backbone
 from .cache import Artifact, scene_id
-from .data import Scene, check_resolution, load_scene, project
+from .checkpoint import Checkpointer
+from .data import Scene, check_resolution, load_scene
 from .gaussians import activated, init_gaussians, sh_to_rgb
-from .profiles import LiftConfig, holdout_split
+from .lift_inputs import (  # noqa: F401  (re-exported: the lift's public names)
+    LiftError,
+    PreparedScene,
+    feature_camera,
+    feature_masks,
+    points_in_view_volume,
+    prepare_scene,
+    scene_features,
+    scene_points,
+    soft_view_masks,
+    view_masks,
+)
+from .profiles import LiftConfig
 from .render import frozen_weights, geometry_digest, rasterize_with_info, resolve_backend
 from .strategy import make_optimizers, make_strategy, state_to
 from .utils import (
     DEFAULT_ARTIFACTS,
     progress,
-    rng_state,
     save_torch,
     seed_everything,
-    set_rng_state,
-    tensor_digest,
     write_json,
 )
 
-_CHECKPOINT_FORMAT = 4  # 3: + RNG states (a resumed fit equals an uninterrupted one); 4: + the view stack
-
-
-class LiftError(RuntimeError):
-    """Stage-1 failure with the iteration / scene / file named."""
+# 3: + RNG states (a resumed fit equals an uninterrupted one); 4: + the view stack; 5: the Checkpointer's layout
+_CHECKPOINT_FORMAT = 5
+_REFIT_CHECKPOINT_FORMAT = 1  # the feature refits' checkpoints
 
 
 def lift_key(
@@ -116,172 +121,6 @@ def _check_finite(it: int, **terms: Tensor) -> None:
                 f"iteration {it}: the {name} loss is {value.item()} (not finite); no artifact was written. "
                 "Lower the learning rates or check the inputs for NaN."
             )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Scene preparation
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PreparedScene:
-    """Tensors of one scene at training resolution, plus the backbone targets (computed once)."""
-
-    images: Tensor  # [V, 3, H, W] training-resolution RGB
-    viewmats: Tensor  # [V, 4, 4] world-to-camera (OpenCV)
-    Ks: Tensor  # [V, 3, 3] at training resolution
-    targets: Tensor  # [V, D, h, w] backbone patch features on the token grid
-    masks: Tensor  # [V, 1, H, W] bool at training resolution: True = use the pixel (anonymisation masks: False)
-    train_ids: list[int]
-    holdout_ids: list[int]
-    extent: float  # scene radius (3DGS's cameras_extent)
-
-
-def feature_masks(prep: PreparedScene, factor: int) -> tuple[tuple[int, int], Tensor]:
-    """Where the feature loss compares (``factor`` × the token grid, or the render size for 0) and the views' masks
-    there: ``((fh, fw), masks [V, 1, fh, fw] bool)``."""
-    H, W = prep.images.shape[-2:]
-    h, w = prep.targets.shape[-2:]
-    fh, fw = (h * factor, w * factor) if factor else (H, W)
-    if (fh, fw) == (H, W):
-        return (fh, fw), prep.masks
-    return (fh, fw), F.interpolate(prep.masks.float(), size=(fh, fw), mode="area") > 0.5
-
-
-def scene_points(scene: Scene, max_points: int, seed: int) -> tuple[Tensor, Tensor]:
-    """COLMAP points if the scene has them, else depth unprojected and subsampled."""
-    if scene.points is not None and len(scene.points) >= 4:
-        pts, cols = (
-            scene.points,
-            scene.point_colors if scene.point_colors is not None else np.full_like(scene.points, 0.5),
-        )
-        if len(pts) > max_points:
-            idx = np.random.default_rng(seed).choice(len(pts), max_points, replace=False)
-            pts, cols = pts[idx], cols[idx]
-    elif any(v.depth is not None for v in scene.views):
-        pts, cols = scene.points_from_depth(max_points=max_points, seed=seed)
-    else:  # poses only (an instant-ngp / nerfstudio capture): random points where the cameras look, as 3DGS does
-        pts, cols = points_in_view_volume(scene, min(max_points, 20_000), seed)
-    return torch.as_tensor(pts, dtype=torch.float32), torch.as_tensor(cols, dtype=torch.float32)
-
-
-def points_in_view_volume(scene: Scene, n: int, seed: int, min_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random points seen by at least ``min_share`` of the cameras, grey: the start of a poses-only capture.
-
-    3DGS starts synthetic scenes from random points in a cube; a real capture has no known cube, so we sample
-    where the cameras look: a random pixel of a random camera, at a random depth between 0.2 and 2 times the distance
-    from the cameras to the point closest to all their optical axes, kept when it lies inside the image of at least
-    ``min_share`` of the cameras. Returns ``(xyz [n, 3], rgb [n, 3])`` float32.
-    """
-    rng = np.random.default_rng(seed)
-    c2w = np.stack([v.cam_to_world for v in scene.views])  # [V, 4, 4]
-    centres, axes = c2w[:, :3, 3], c2w[:, :3, 2]  # [V, 3] camera centres and optical axes (OpenCV z forward)
-    # least-squares point closest to every optical axis: sum_i (I - a a^T)(x - c_i) = 0
-    proj = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # [V, 3, 3]
-    A, b = proj.sum(0), np.einsum("vij,vj->i", proj, centres)
-    focus = np.linalg.lstsq(A, b, rcond=None)[0]
-    dist = float(np.median(np.linalg.norm(centres - focus, axis=1)))
-    if not np.isfinite(dist) or dist <= 0:
-        dist = float(np.linalg.norm(centres - centres.mean(0), axis=1).mean()) or 1.0
-    keep: list[np.ndarray] = []
-    K_inv_views = np.linalg.inv(np.stack([v.K for v in scene.views]))  # [V, 3, 3]
-    for _ in range(50):
-        m = 4 * n
-        cam = rng.integers(0, len(scene.views), m)
-        uv = rng.random((m, 2)) * np.array([[scene.views[0].width, scene.views[0].height]])
-        K_inv = K_inv_views[cam]  # [m, 3, 3]
-        rays = np.einsum("mij,mj->mi", K_inv, np.concatenate([uv, np.ones((m, 1))], 1))  # camera frame, z = 1
-        z = rng.uniform(0.2, 2.0, m) * dist
-        pts = np.einsum("mij,mj->mi", c2w[cam, :3, :3], rays * z[:, None]) + c2w[cam, :3, 3]
-        seen = np.zeros(m)
-        for v in scene.views:
-            uvv, zz = project(pts, v.K, v.world_to_cam)
-            with np.errstate(invalid="ignore"):
-                seen += (zz > 0) & (uvv[:, 0] >= 0) & (uvv[:, 0] < v.width) & (uvv[:, 1] >= 0) & (uvv[:, 1] < v.height)
-        keep.append(pts[seen >= min_share * len(scene.views)])
-        if sum(len(k) for k in keep) >= n:
-            break
-    xyz = np.concatenate(keep)[:n]
-    if len(xyz) < 4:
-        raise LiftError(
-            f"scene {scene.name}: no point is seen by {min_share:.0%} of the cameras; the poses do not look at a "
-            "common volume (check the camera convention: transforms.json is OpenGL)"
-        )
-    return xyz.astype(np.float32), np.full_like(xyz, 0.5, dtype=np.float32)
-
-
-# The backbone's features of a few scenes' views, kept in this process: notebook 05 refits every lift six times and
-# each refit needs the same targets. Keyed by the model's state (Backbone.state_version) and the images' content.
-_FEATURES_MEMO: OrderedDict[tuple, Tensor] = OrderedDict()
-_FEATURES_MEMO_SCENES = 8
-
-
-def scene_features(backbone: Backbone, images: Tensor) -> Tensor:
-    """``backbone.features`` of ``images [V, 3, H, W]`` -> ``[V, D, h, w]``, remembered for the next call."""
-    key = (backbone.state_version(), tensor_digest(images))
-    if key in _FEATURES_MEMO:
-        _FEATURES_MEMO.move_to_end(key)
-        return _FEATURES_MEMO[key]
-    feats, _ = backbone.features(images, batch_size=4)
-    _FEATURES_MEMO[key] = feats
-    while len(_FEATURES_MEMO) > _FEATURES_MEMO_SCENES:
-        _FEATURES_MEMO.popitem(last=False)
-    return feats
-
-
-def prepare_scene(scene: Scene, backbone: Backbone, cfg: LiftConfig, *, remember: bool = False) -> PreparedScene:
-    """Resize images to the training resolution and compute the backbone's target features once (``remember``: keep
-    them in this process for the next call, as the feature refits of one scene do)."""
-    images_full = torch.stack(
-        [torch.as_tensor(v.image, dtype=torch.float32).permute(2, 0, 1) for v in scene.views]
-    )  # [V, 3, H, W]
-    H, W = images_full.shape[-2:]
-    th, tw = H // cfg.train_downscale, W // cfg.train_downscale
-    images = F.interpolate(images_full, size=(th, tw), mode="area") if cfg.train_downscale > 1 else images_full
-    Ks = torch.stack([torch.as_tensor(v.K, dtype=torch.float32) for v in scene.views]).clone()
-    Ks[:, 0] *= tw / W
-    Ks[:, 1] *= th / H
-    viewmats = torch.stack([torch.as_tensor(v.world_to_cam, dtype=torch.float32) for v in scene.views])
-    if remember:
-        targets = scene_features(backbone, images_full)  # [V, D, h, w]
-    else:
-        targets, _ = backbone.features(images_full, batch_size=4)  # [V, D, h, w]
-    masks = view_masks(scene, (th, tw))  # [V, 1, th, tw]
-    train, holdout = holdout_split(len(scene.views), cfg.holdout_every)
-    centres = torch.stack([torch.as_tensor(v.cam_to_world[:3, 3], dtype=torch.float32) for v in scene.views])
-    extent = float((centres - centres.mean(0)).norm(dim=-1).max()) * 1.1
-    dev = backbone.device  # the fit runs where the backbone runs ("auto": CUDA when present)
-    return PreparedScene(
-        images.to(dev), viewmats.to(dev), Ks.to(dev), targets.to(dev), masks.to(dev), train, holdout, max(extent, 1e-2)
-    )
-
-
-def soft_view_masks(scene: Scene, size_hw: tuple[int, int]) -> Tensor:
-    """[V, 1, H, W] float: the views' validity masks (ScanNet++ anonymisation; 1 = use) resized bilinearly to
-    ``size_hw``, as the official loader does for the fine-tuning loss. Views without a mask: all ones."""
-    out = []
-    for v in scene.views:
-        m = getattr(v, "mask", None)
-        if m is None:
-            out.append(torch.ones(1, *size_hw))
-        else:
-            t = torch.as_tensor(np.asarray(m, dtype=np.float32))[None, None]  # [1, 1, H, W]
-            out.append(F.interpolate(t, size=size_hw, mode="bilinear", align_corners=False)[0])
-    return torch.stack(out)
-
-
-def view_masks(scene: Scene, size_hw: tuple[int, int]) -> Tensor:
-    """[V, 1, H, W] bool: :func:`soft_view_masks` where non-zero (as the official reader: resize, then any non-zero
-    value counts as valid). Views without a mask: all True."""
-    return soft_view_masks(scene, size_hw) > 0
-
-
-def feature_camera(K: Tensor, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
-    """Intrinsics [.., 3, 3] rescaled from an image of size image_hw to a render of size out_hw."""
-    K = K.clone()
-    K[..., 0, :] *= out_hw[1] / image_hw[1]
-    K[..., 1, :] *= out_hw[0] / image_hw[0]
-    return K
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -609,11 +448,116 @@ def load_lift(
     )
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Checks: the inputs before the fit, the parameters during it and before anything is committed
+# ----------------------------------------------------------------------------------------------------------------
+
+# the setting that sets each parameter's step size: what to lower when it goes non-finite
+LR_SETTING = {
+    "means": "lift.lr_means",
+    "quats": "lift.lr_quats",
+    "log_scales": "lift.lr_scales",
+    "opacity_logits": "lift.lr_opacity",
+    "sh0": "lift.lr_sh0",
+    "shN": "lift.lr_shN",
+    "features": "lift.lr_features",
+    "decoder": "lift.lr_decoder",
+}
+_MAX_FOV_DEG = 170.0  # a wider field of view is a focal length in the wrong unit (or a typo), not a camera
+_MIN_RENDER_PX = 8  # the smallest training render (width and height) a fit can learn anything from
+
+
+def nonfinite_rows(params: dict[str, Tensor]) -> dict[str, int]:
+    """Per parameter, the rows (Gaussians) with a NaN/inf entry, only those with any. ``log_scales`` above 88 count
+    too: their scale ``exp(·)`` is inf in float32."""
+    bad = {}
+    for k, v in params.items():
+        if not torch.is_tensor(v) or v.ndim == 0:
+            continue
+        rows = ~torch.isfinite(v).reshape(v.shape[0], -1).all(1)  # [N]
+        if k == "log_scales":
+            rows |= (v.detach() > 88).reshape(v.shape[0], -1).any(1)
+        n = int(rows.sum())
+        if n:
+            bad[k] = n
+    return bad
+
+
+@torch.no_grad()
+def check_fit_finite(scene_name: str, params: dict[str, Tensor], decoder: nn.Module, it: int) -> None:
+    """Stop a fit whose Gaussians (or decoder) went non-finite, naming the scene, the iteration and the settings to
+    lower. Cheap (one pass over the parameters): the loop calls it every densification interval and at the end."""
+    bad = nonfinite_rows(params)
+    if not bool(torch.isfinite(decoder.weight).all()):
+        bad["decoder"] = int(decoder.weight.shape[0])
+    if bad:
+        n = int(params["means"].shape[0])
+        rows = ", ".join(f"{k} {c} of {n if k != 'decoder' else c}" for k, c in bad.items())
+        lower = ", ".join(dict.fromkeys(LR_SETTING[k] for k in bad if k in LR_SETTING))
+        raise LiftError(
+            f"scene {scene_name}: at iteration {it} the fit is not finite (rows with NaN/inf: {rows}); no artifact "
+            f"was written. Lower {lower} (a step size too large for this scene) and run again."
+        )
+
+
+def check_lift_finite(lift: LiftResult, needed_by: str = "stage 2") -> None:
+    """Refuse a lift artifact with non-finite Gaussians (written before the fit checked them): its renders would be
+    garbage. Names the artifact and how to redo it."""
+    bad = nonfinite_rows({k: v for k, v in lift.params.items() if k != "sh_degree"})
+    if not bool(torch.isfinite(lift.decoder.weight).all()):
+        bad["decoder"] = int(lift.decoder.weight.shape[0])
+    if bad:
+        scene = lift.stats.get("scene", "?")
+        lower = ", ".join(dict.fromkeys(LR_SETTING[k] for k in bad if k in LR_SETTING))
+        raise LiftError(
+            f"{needed_by} cannot use the lift artifact {lift.path} (scene {scene}): its parameters are not finite "
+            f"(rows with NaN/inf: {bad}). Refit that scene with lower learning rates ({lower}): notebook 02 with "
+            "force=True, or lift_scene(scene, ..., force=True)."
+        )
+
+
+def _camera_file(scene: Scene) -> str:
+    """The file a scene's intrinsics came from, for messages."""
+    ns = "nerfstudio/transforms_undistorted.json"
+    for rel in ("transforms.json", ns, f"dslr/{ns}", "cameras.txt", "sparse/0/cameras.txt", "sparse/cameras.txt"):
+        if (Path(scene.root) / rel).is_file():
+            return str(Path(scene.root) / rel)
+    return f"the camera file of {scene.root}"
+
+
+def check_cameras(scene: Scene, cfg: LiftConfig, grid_hw: tuple[int, int]) -> None:
+    """Stop before any work on intrinsics no camera has (a focal length far below the image size: a field of view
+    near 180°, e.g. ``fl_x = 1e-9``) or on images too small to fit (``lift.train_downscale`` leaves < 8 px, or the
+    backbone sees no token): both otherwise fail deep inside the renderer. Names the scene file and the fix."""
+    for v in scene.views:
+        fx, fy, cx, cy = (float(v.K[0, 0]), float(v.K[1, 1]), float(v.K[0, 2]), float(v.K[1, 2]))
+        fov = [
+            math.degrees(2 * math.atan(size / (2 * f))) if f > 0 else 180.0
+            for size, f in ((v.width, fx), (v.height, fy))
+        ]
+        centred = -0.5 * v.width <= cx <= 1.5 * v.width and -0.5 * v.height <= cy <= 1.5 * v.height
+        if not all(map(math.isfinite, (fx, fy, cx, cy))) or max(fov) > _MAX_FOV_DEG or not centred:
+            raise LiftError(
+                f"scene {scene.name}: view {v.name} has intrinsics fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} px for "
+                f"a {v.width}×{v.height} image (a {max(fov):.1f}° field of view; at most {_MAX_FOV_DEG:.0f}° and a "
+                f"principal point near the image are accepted). Fix 'fl_x', 'fl_y', 'cx', 'cy' in "
+                f"{_camera_file(scene)}: they are in pixels of the image they describe."
+            )
+    W, H = scene.views[0].width, scene.views[0].height
+    tw, th = W // cfg.train_downscale, H // cfg.train_downscale
+    if min(tw, th) < _MIN_RENDER_PX or min(grid_hw) < 1 or min(W, H) < 14:
+        raise LiftError(
+            f"scene {scene.name}: its {W}×{H} images are too small to fit (training renders {tw}×{th} px with "
+            f"lift.train_downscale={cfg.train_downscale}; at least {_MIN_RENDER_PX}×{_MIN_RENDER_PX} px and one "
+            "14-px backbone patch are needed). Use larger images (data.width / data.height) or a smaller "
+            "lift.train_downscale."
+        )
+
+
 @torch.no_grad()
 def check_start(scene_name: str, params: dict[str, Tensor], prep: PreparedScene, near: float = 0.01) -> None:
     """Stop before fitting garbage: non-finite initial Gaussians, or training views that see none of them."""
-    bad = {k: int((~torch.isfinite(v)).reshape(v.shape[0], -1).any(1).sum()) for k, v in params.items()}
-    bad = {k: n for k, n in bad.items() if n}
+    bad = nonfinite_rows(params)
     if bad:
         raise LiftError(
             f"scene {scene_name}: the initial Gaussians are not finite ({bad} rows); check the scene's "
@@ -635,6 +579,27 @@ def check_start(scene_name: str, params: dict[str, Tensor], prep: PreparedScene,
             f"{means.shape[0]} initial Gaussians. The poses and the point cloud disagree: check the camera "
             "convention (transforms.json is OpenGL, COLMAP is OpenCV) and the units of the depth maps."
         )
+
+
+def optimizer_steps(optimizers: dict[str, torch.optim.Optimizer], scene_name: str, it: int) -> None:
+    """``step()`` then ``zero_grad()`` of each optimiser, in order; an overflowing step (a learning rate near float32's
+    limit, e.g. ``lift.lr_means=1e38``) becomes a LiftError naming the setting instead of Adam's anonymous one."""
+    for name, opt in optimizers.items():
+        try:
+            opt.step()
+        except RuntimeError as err:
+            if "overflow" not in str(err):
+                raise
+            raise LiftError(
+                f"scene {scene_name}: at iteration {it} the {name} optimiser step overflows float32 ({err}); no "
+                f"artifact was written. Lower {LR_SETTING.get(name, 'its learning rate')}."
+            ) from None
+        opt.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 1: the fit (the official train_feat_gaussian.py)
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def lift_scene(
@@ -661,43 +626,74 @@ def lift_scene(
     key = lift_key(scene_path, backbone, cfg, include_test_frames)
 
     def make(out: Path, resume: Path) -> dict[str, Any]:
-        return _fit(
-            Path(scene_path),
-            backbone,
-            cfg,
-            out,
-            resume,
-            backend,
-            stop_after,
-            max_seconds,
-            include_test_frames,
-            expected_wh,
-        )
+        stop = Checkpointer(resume / "checkpoint.pt", _CHECKPOINT_FORMAT, every=cfg.checkpoint_every,
+                            total=cfg.iterations, what=f"the lift of {key['scene']}", stop_after=stop_after,
+                            max_seconds=max_seconds)  # fmt: skip
+        return _fit(Path(scene_path), backbone, cfg, out, stop, backend, include_test_frames, expected_wh)
 
     art = cache.build("lift", key, root, make, force=force, what=f"the lift of {key['scene']}")
     return load_lift(art, expect_dim=backbone.dim, expect_feature_dim=cfg.feature_dim, scene_path=scene_path)
 
 
-def _fit(
+@dataclass
+class _Fit:
+    """What one stage-1 fit trains, and what its checkpoint saves."""
+
+    params: dict[str, nn.Parameter]  # the Gaussians (PARAM_NAMES), unactivated
+    decoder: nn.Conv2d
+    strategy: Any  # densification (strategy.make_strategy)
+    strategy_state: dict[str, Any]
+    views: torch.Generator  # which training view comes next
+    stack: list[int] = field(default_factory=list)  # views left in this pass over the training views
+    losses: dict[str, list] = field(
+        default_factory=lambda: {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}
+    )
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)  # one Adam per parameter + "decoder"
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint's payload (the Checkpointer adds the step, time and RNG states)."""
+        return {
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "decoder": self.decoder.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items() if k != "decoder"},
+            "decoder_optimizer": self.optimizers["decoder"].state_dict(),
+            "strategy_state": state_to(self.strategy_state, "cpu"),
+            "losses": self.losses,
+            "view_stack": list(self.stack),
+        }
+
+    def restore(self, ck: dict[str, Any] | None, cfg: LiftConfig, extent: float) -> None:
+        """Take a checkpoint's state (if any), then build the optimisers (on the restored parameters)."""
+        dev = self.params["means"].device
+        if ck is not None:
+            self.params = {k: nn.Parameter(v.to(dev)) for k, v in ck["params"].items()}
+            self.decoder.load_state_dict(ck["decoder"])
+            self.strategy_state = state_to(ck["strategy_state"], dev)
+            self.losses, self.stack = ck["losses"], list(ck["view_stack"])
+        self.optimizers = {
+            **_optimizers(self.params, cfg, extent),  # one Adam per Gaussian parameter (gsplat's layout)
+            "decoder": torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder, eps=1e-15),
+        }
+        if ck is not None:
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(ck["optimizers"][name] if name != "decoder" else ck["decoder_optimizer"])
+        self.strategy.check_sanity(self.params, {k: o for k, o in self.optimizers.items() if k != "decoder"})
+
+
+def _start_fit(
     scene_path: Path,
     backbone: Backbone,
     cfg: LiftConfig,
-    out: Path,
-    resume: Path,
-    backend: str,
-    stop_after: int | None,
-    max_seconds: float | None,
-    include_test_frames: bool = False,
-    expected_wh: tuple[int, int] | None = None,
-) -> dict[str, Any]:
-    """The stage-1 loop; writes gaussians.pt, decoder.pt, losses.json into ``out`` and returns the stats."""
-    seed_everything(cfg.seed)
+    include_test_frames: bool,
+    expected_wh: tuple[int, int] | None,
+) -> tuple[Scene, PreparedScene, int, _Fit]:
+    """Read and check the scene, compute the backbone targets and the initial Gaussians: (scene, prep, points, fit)."""
     scene = load_scene(scene_path, include_test_frames=include_test_frames)
     if expected_wh is not None:
         check_resolution(scene, expected_wh)
+    check_cameras(scene, cfg, backbone.grid_size(scene.views[0].height, scene.views[0].width))
     prep = prepare_scene(scene, backbone, cfg)
     pts, cols = scene_points(scene, cfg.max_init_points, cfg.seed)
-    ckpt_path = resume / "checkpoint.pt"
     dev = backbone.device
     decoder = make_decoder(cfg.feature_dim, backbone.dim).to(dev)
     params = {
@@ -705,112 +701,101 @@ def _fit(
         for k, v in init_gaussians(pts, cols, feature_dim=cfg.feature_dim, sh_degree=cfg.sh_degree).items()
     }
     check_start(scene.name, params, prep)
-    start, losses, elapsed = 0, {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}, 0.0
     strategy = make_strategy(cfg)
-    strategy_state = strategy.initialize_state(scene_scale=prep.extent)
-    gen = torch.Generator().manual_seed(cfg.seed)  # which training view each iteration fits
-    stack: list[int] = []  # views left in this pass over the training views
-    ck = cache.load_resume(ckpt_path)
-    if ck is not None and ck.get("format") != _CHECKPOINT_FORMAT:
-        warnings.warn(
-            f"{ckpt_path} was written by another version of the course; starting this fit from scratch", stacklevel=2
-        )
-        ck = None
-    if ck is not None:
-        params = {k: nn.Parameter(v.to(dev)) for k, v in ck["params"].items()}
-        decoder.load_state_dict(ck["decoder"])
-        start, losses, elapsed = ck["iteration"], ck["losses"], ck["elapsed"]
-        strategy_state = state_to(ck["strategy_state"], dev)
-        gen.set_state(ck["rng"]["views"])
-        set_rng_state(ck["rng"]["global"])
-        stack = list(ck["view_stack"])
-    optimizers = _optimizers(params, cfg, prep.extent)  # one Adam per Gaussian parameter (gsplat's layout)
-    decoder_opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr_decoder, eps=1e-15)
-    if ck is not None:
-        for name, opt in optimizers.items():
-            opt.load_state_dict(ck["optimizers"][name])
-        decoder_opt.load_state_dict(ck["decoder_optimizer"])
-    strategy.check_sanity(params, optimizers)
+    fit = _Fit(params, decoder, strategy, strategy.initialize_state(scene_scale=prep.extent),
+               torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    return scene, prep, int(pts.shape[0]), fit
+
+
+def _lift_step(
+    fit: _Fit, prep: PreparedScene, feat_masks: Tensor, cfg: LiftConfig, it: int, backend: str, scene_name: str
+) -> str:
+    """One iteration: a random training view, RGB + feature losses, backward, Adam, densification. Returns the
+    renderer's backend. ``feat_masks`` [V, 1, fh, fw]: :func:`feature_masks` of the scene."""
     H, W = prep.images.shape[-2:]
     h, w = prep.targets.shape[-2:]
-    (fh, fw), feat_masks = feature_masks(prep, cfg.feature_factor)
+    i = next_view(fit.stack, prep.train_ids, fit.views)
+    fit.optimizers["means"].param_groups[0]["lr"] = _means_lr(cfg, prep.extent, it)
+    sh_deg = min(cfg.sh_degree, it // cfg.sh_degree_every)
+    rgb, feats, info = render_rgb_and_features(fit.params, prep.viewmats[i : i + 1], prep.Ks[i : i + 1], W, H, sh_deg,
+                                               backend, near=cfg.near_plane, max_alpha=cfg.max_alpha)  # fmt: skip
+    loss_rgb = masked_rgb_loss(rgb.permute(0, 3, 1, 2), prep.images[i : i + 1], prep.masks[i : i + 1])
+    decoded = decode(fit.decoder, feats, (h, w), cfg.feature_factor)  # [1, D, fh, fw]
+    loss_feat = feature_loss(decoded, prep.targets[i : i + 1], feat_masks[i : i + 1])
+    _check_finite(it, rgb=loss_rgb, feature=loss_feat)
+    gaussian_opts = {k: o for k, o in fit.optimizers.items() if k != "decoder"}
+    fit.strategy.step_pre_backward(fit.params, gaussian_opts, fit.strategy_state, it, info)
+    (loss_rgb + cfg.feature_weight * loss_feat).backward()
+    optimizer_steps(fit.optimizers, scene_name, it)
+    # densification reads info["means2d"].grad, which only the RGB channels fed (geometry_channels=3)
+    fit.strategy.step_post_backward(fit.params, gaussian_opts, fit.strategy_state, it, info)
+    fit.losses["iteration"].append(it)
+    fit.losses["rgb"].append(loss_rgb.item())
+    fit.losses["feature"].append(loss_feat.item())
+    fit.losses["n_gaussians"].append(int(fit.params["means"].shape[0]))
+    return info["backend"]
+
+
+def _fit(
+    scene_path: Path,
+    backbone: Backbone,
+    cfg: LiftConfig,
+    out: Path,
+    ckpt: Checkpointer,
+    backend: str,
+    include_test_frames: bool = False,
+    expected_wh: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The stage-1 loop; writes gaussians.pt, decoder.pt, losses.json into ``out`` and returns the stats."""
+    seed_everything(cfg.seed)
+    scene, prep, n_points, fit = _start_fit(scene_path, backbone, cfg, include_test_frames, expected_wh)
+    ckpt.generators["views"] = fit.views
+    fit.restore(ckpt.resume(), cfg, prep.extent)
+    _, feat_masks = feature_masks(prep, cfg.feature_factor)  # [V, 1, fh, fw]
     render_backend = None
-    t0 = time.time()
-    bar = progress(range(start, cfg.iterations), desc=f"lift {scene.name}", initial=start, total=cfg.iterations)
+    bar = progress(range(ckpt.start, cfg.iterations), desc=f"lift {scene.name}", initial=ckpt.start,
+                   total=cfg.iterations)  # fmt: skip
     for it in bar:
-        i = next_view(stack, prep.train_ids, gen)
-        optimizers["means"].param_groups[0]["lr"] = _means_lr(cfg, prep.extent, it)
-        sh_deg = min(cfg.sh_degree, it // cfg.sh_degree_every)
-        rgb, feats, info = render_rgb_and_features(
-            params,
-            prep.viewmats[i : i + 1],
-            prep.Ks[i : i + 1],
-            W,
-            H,
-            sh_deg,
-            backend,
-            near=cfg.near_plane,
-            max_alpha=cfg.max_alpha,
-        )
-        render_backend = info["backend"]
-        loss_rgb = masked_rgb_loss(rgb.permute(0, 3, 1, 2), prep.images[i : i + 1], prep.masks[i : i + 1])
-        decoded = decode(decoder, feats, (h, w), cfg.feature_factor)  # [1, D, fh, fw]
-        loss_feat = feature_loss(decoded, prep.targets[i : i + 1], feat_masks[i : i + 1])
-        _check_finite(it, rgb=loss_rgb, feature=loss_feat)
-        strategy.step_pre_backward(params, optimizers, strategy_state, it, info)
-        (loss_rgb + cfg.feature_weight * loss_feat).backward()
-        for opt in (*optimizers.values(), decoder_opt):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        n_before = params["means"].shape[0]
-        # densification reads info["means2d"].grad, which only the RGB channels fed (geometry_channels=3)
-        strategy.step_post_backward(params, optimizers, strategy_state, it, info)
-        if params["means"].shape[0] != n_before:
-            bar.set_postfix(n=int(params["means"].shape[0]))
-        losses["iteration"].append(it)
-        losses["rgb"].append(loss_rgb.item())
-        losses["feature"].append(loss_feat.item())
-        losses["n_gaussians"].append(int(params["means"].shape[0]))
-        done = it + 1 == cfg.iterations
-        stop_early = (stop_after is not None and it + 1 >= stop_after) or (
-            max_seconds is not None and time.time() - t0 > max_seconds
-        )
-        if (it + 1) % cfg.checkpoint_every == 0 or stop_early:
-            save_torch(
-                ckpt_path,
-                {
-                    "format": _CHECKPOINT_FORMAT,
-                    "iteration": it + 1,
-                    "params": {k: v.detach().cpu() for k, v in params.items()},
-                    "decoder": decoder.state_dict(),
-                    "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                    "decoder_optimizer": decoder_opt.state_dict(),
-                    "strategy_state": state_to(strategy_state, "cpu"),
-                    "losses": losses,
-                    "elapsed": elapsed + time.time() - t0,
-                    "rng": {"views": gen.get_state(), "global": rng_state()},
-                    "view_stack": list(stack),
-                },
-            )
-        if stop_early and not done:
-            raise TimeoutError(
-                f"lift of {scene.name} stopped at iteration {it + 1}; call again to resume from {ckpt_path}"
-            )
+        n_before = fit.params["means"].shape[0]
+        render_backend = _lift_step(fit, prep, feat_masks, cfg, it, backend, scene.name)
+        if fit.params["means"].shape[0] != n_before:
+            bar.set_postfix(n=int(fit.params["means"].shape[0]))
+        if (it + 1) % cfg.densify_every == 0 or (it + 1) % cfg.checkpoint_every == 0:
+            check_fit_finite(scene.name, fit.params, fit.decoder, it + 1)  # a checkpoint never holds NaN either
+        ckpt.after_step(it + 1, fit.state)
     bar.close()
-    wall = elapsed + time.time() - t0
-    final = {k: v.detach() for k, v in params.items()}
-    metrics = evaluate(final, decoder, prep, prep.holdout_ids, cfg, backend)
+    check_fit_finite(scene.name, fit.params, fit.decoder, cfg.iterations)  # nothing non-finite is committed
+    return _finish_fit(scene, prep, fit, n_points, cfg, out, backbone, backend, ckpt.wall_seconds(), render_backend)
+
+
+def _finish_fit(
+    scene: Scene,
+    prep: PreparedScene,
+    fit: _Fit,
+    n_points: int,
+    cfg: LiftConfig,
+    out: Path,
+    backbone: Backbone,
+    backend: str,
+    wall: float,
+    render_backend: str | None,
+) -> dict[str, Any]:
+    """Held-out metrics, the artifact's files, and its stats."""
+    final = {k: v.detach() for k, v in fit.params.items()}
+    metrics = evaluate(final, fit.decoder, prep, prep.holdout_ids, cfg, backend)
     final = {k: v.cpu() for k, v in final.items()}
     save_torch(out / "gaussians.pt", {**final, "sh_degree": torch.tensor(cfg.sh_degree)})
-    save_torch(out / "decoder.pt", decoder.cpu().state_dict())
-    write_json(out / "losses.json", losses)
+    save_torch(out / "decoder.pt", fit.decoder.cpu().state_dict())
+    write_json(out / "losses.json", fit.losses)
+    H, W = prep.images.shape[-2:]
+    fh, fw = feature_masks(prep, cfg.feature_factor)[0]
     return {
         "stage": "lift",
         "scene": scene.name,
         **backbone.describe(),
         **{f"heldout_{k}": v for k, v in metrics.items()},
         "n_gaussians": int(final["means"].shape[0]),
-        "n_init_points": int(pts.shape[0]),
+        "n_init_points": n_points,
         "iterations": cfg.iterations,
         "feature_dim": cfg.feature_dim,
         "wall_seconds": round(wall, 1),
@@ -824,6 +809,11 @@ def _fit(
     }
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Feature refits on a frozen geometry (the feature-dimension ablation)
+# ----------------------------------------------------------------------------------------------------------------
+
+
 def refit_features(
     base: LiftResult,
     backbone: Backbone,
@@ -834,13 +824,15 @@ def refit_features(
     root: str | Path | None = None,
     backend: str = "auto",
     force: bool = False,
+    stop_after: int | None = None,
 ) -> LiftResult:
     """Fit new ``feature_dim``-d features (and decoder) on the *frozen* geometry of an existing lift.
 
     Why this is the same experiment as refitting from scratch: the feature loss never moves geometry or opacity
     (features are rendered with detached geometry, and densification reads only the RGB pass's gradients), so
     a fit with another feature dimension ends with the same Gaussians. Only features and decoder need fitting,
-    which skips the RGB pass and makes the feature-dimension ablation affordable on a CPU.
+    which skips the RGB pass and makes the feature-dimension ablation affordable on a CPU. ``stop_after`` stops early
+    with a checkpoint (TimeoutError), as in :func:`lift_scene`.
     """
     if base.scene_path is None:
         raise LiftError(
@@ -859,72 +851,82 @@ def refit_features(
         "iterations": cfg.iterations,
     }
     root = Path(root) if root is not None else DEFAULT_ARTIFACTS
+    what = f"{feature_dim}-d, ×{factor} features of {base.stats.get('scene')}"
 
     def make(out: Path, resume: Path) -> dict[str, Any]:
-        seed_everything(cfg.seed)
-        scene = load_scene(base.scene_path, include_test_frames=bool(base.config.get("test_frames")))
-        prep = prepare_scene(scene, backbone, cfg, remember=True)
-        dev = backbone.device
-        geometry = {k: v.to(dev) for k, v in base.params.items() if k not in ("features", "sh_degree")}
-        n = geometry["means"].shape[0]
-        features = nn.Parameter(torch.zeros(n, feature_dim, device=dev))  # as the official init
-        decoder = make_decoder(feature_dim, backbone.dim).to(dev)
-        optimizer = torch.optim.Adam(
-            [{"params": [features], "lr": cfg.lr_features}, {"params": decoder.parameters(), "lr": cfg.lr_decoder}],
-            eps=1e-15,
-        )
-        H, W = prep.images.shape[-2:]
-        h, w = prep.targets.shape[-2:]
-        _, feat_masks = feature_masks(prep, cfg.feature_factor)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        stack: list[int] = []
-        losses: dict[str, list[float]] = {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}
-        t0 = time.time()
-        # the geometry is frozen, so every view's compositing weights are too: compute them once (the pair work of a
-        # render; remembered across the refits of this lift), then each step only composites the features (same
-        # numbers as render_features)
-        act = activated(geometry)
-        geo = geometry_key(geometry)
-        for it in progress(range(cfg.iterations), desc=f"features {feature_dim}-d {scene.name}"):
-            i = next_view(stack, prep.train_ids, gen)
-            view = frozen_weights(act["means"], act["quats"], act["scales"], act["opacities"], prep.viewmats[i],
-                                  prep.Ks[i], W, H, near=cfg.near_plane, max_alpha=cfg.max_alpha,
-                                  geometry=geo)  # fmt: skip
-            feats = view(features).permute(2, 0, 1)[None]  # [1, F, H, W]
-            loss = feature_loss(
-                decode(decoder, feats, (h, w), cfg.feature_factor), prep.targets[i : i + 1], feat_masks[i : i + 1]
-            )
-            _check_finite(it, feature=loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses["iteration"].append(it)
-            losses["feature"].append(float(loss.detach()))
-            losses["n_gaussians"].append(n)
-        params = {**geometry, "features": features.detach()}
-        metrics = evaluate(params, decoder, prep, prep.holdout_ids, cfg, backend)
-        save_torch(out / "gaussians.pt", {k: v.cpu() for k, v in params.items()})
-        save_torch(out / "decoder.pt", decoder.cpu().state_dict())
-        write_json(out / "losses.json", losses)
-        return {
-            **base.stats,
-            **{f"heldout_{k}": v for k, v in metrics.items()},
-            "stage": "lift_features",
-            "feature_dim": feature_dim,
-            "iterations": cfg.iterations,
-            "wall_seconds": round(time.time() - t0, 1),
-            "base_lift": base.hash,
-            "feature_bytes": int(n * feature_dim * 4 + decoder.weight.numel() * 4),
-        }
+        ckpt = Checkpointer(resume / "checkpoint.pt", _REFIT_CHECKPOINT_FORMAT, every=cfg.checkpoint_every,
+                            total=cfg.iterations, what=f"the refit of {what}", stop_after=stop_after)  # fmt: skip
+        return _refit(base, backbone, cfg, out, ckpt, backend)
 
-    art = cache.build(
-        "lift_features",
-        key,
-        root,
-        make,
-        force=force,
-        what=f"{feature_dim}-d, ×{factor} features of {base.stats.get('scene')}",
-    )
+    art = cache.build("lift_features", key, root, make, force=force, what=what)
     res = load_lift(art, expect_dim=backbone.dim, expect_feature_dim=feature_dim, scene_path=base.scene_path)
     res.config = {**base.config, "lift": dataclasses.asdict(cfg), "derived": key}
     return res
+
+
+def _refit(base: LiftResult, backbone: Backbone, cfg: LiftConfig, out: Path, ckpt: Checkpointer, backend: str) -> dict:
+    """The feature refit loop: features and decoder only, on the frozen compositing weights of each view."""
+    seed_everything(cfg.seed)
+    scene = load_scene(base.scene_path, include_test_frames=bool(base.config.get("test_frames")))
+    prep = prepare_scene(scene, backbone, cfg, remember=True)
+    dev = backbone.device
+    geometry = {k: v.to(dev) for k, v in base.params.items() if k not in ("features", "sh_degree")}
+    n = geometry["means"].shape[0]
+    features = nn.Parameter(torch.zeros(n, cfg.feature_dim, device=dev))  # [N, F], as the official init
+    decoder = make_decoder(cfg.feature_dim, backbone.dim).to(dev)
+    optimizer = torch.optim.Adam(
+        [{"params": [features], "lr": cfg.lr_features}, {"params": decoder.parameters(), "lr": cfg.lr_decoder}],
+        eps=1e-15,
+    )
+    H, W = prep.images.shape[-2:]
+    h, w = prep.targets.shape[-2:]
+    _, feat_masks = feature_masks(prep, cfg.feature_factor)
+    ckpt.generators["views"] = torch.Generator().manual_seed(cfg.seed)
+    stack: list[int] = []
+    losses: dict[str, list[float]] = {"iteration": [], "rgb": [], "feature": [], "n_gaussians": []}
+    ck = ckpt.resume()
+    if ck is not None:  # in place: the optimiser holds these tensors
+        features.data.copy_(ck["features"])
+        decoder.load_state_dict(ck["decoder"])
+        optimizer.load_state_dict(ck["optimizer"])
+        losses, stack = ck["losses"], list(ck["view_stack"])
+    # the geometry is frozen, so every view's compositing weights are too: compute them once (the pair work of a
+    # render; remembered across the refits of this lift), then each step only composites the features (same
+    # numbers as render_features)
+    act = activated(geometry)
+    geo = geometry_key(geometry)
+    for it in progress(range(ckpt.start, cfg.iterations), desc=f"features {cfg.feature_dim}-d {scene.name}"):
+        i = next_view(stack, prep.train_ids, ckpt.generators["views"])
+        view = frozen_weights(act["means"], act["quats"], act["scales"], act["opacities"], prep.viewmats[i],
+                              prep.Ks[i], W, H, near=cfg.near_plane, max_alpha=cfg.max_alpha,
+                              geometry=geo)  # fmt: skip
+        feats = view(features).permute(2, 0, 1)[None]  # [1, F, H, W]
+        loss = feature_loss(
+            decode(decoder, feats, (h, w), cfg.feature_factor), prep.targets[i : i + 1], feat_masks[i : i + 1]
+        )
+        _check_finite(it, feature=loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses["iteration"].append(it)
+        losses["feature"].append(float(loss.detach()))
+        losses["n_gaussians"].append(n)
+        ckpt.after_step(it + 1, lambda: {"features": features.detach().cpu(), "decoder": decoder.state_dict(),
+                                         "optimizer": optimizer.state_dict(), "losses": losses,
+                                         "view_stack": list(stack)})  # fmt: skip
+    params = {**geometry, "features": features.detach()}
+    check_fit_finite(scene.name, params, decoder, cfg.iterations)
+    metrics = evaluate(params, decoder, prep, prep.holdout_ids, cfg, backend)
+    save_torch(out / "gaussians.pt", {k: v.cpu() for k, v in params.items()})
+    save_torch(out / "decoder.pt", decoder.cpu().state_dict())
+    write_json(out / "losses.json", losses)
+    return {
+        **base.stats,
+        **{f"heldout_{k}": v for k, v in metrics.items()},
+        "stage": "lift_features",
+        "feature_dim": cfg.feature_dim,
+        "iterations": cfg.iterations,
+        "wall_seconds": round(ckpt.wall_seconds(), 1),
+        "base_lift": base.hash,
+        "feature_bytes": int(n * cfg.feature_dim * 4 + decoder.weight.numel() * 4),
+    }

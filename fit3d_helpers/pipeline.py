@@ -24,7 +24,8 @@ from .distributed import shard as shard_items
 from .finetune import FinetuneResult, finetune, finetune_key, released
 from .lift import LiftResult, lift_key, lift_scene, load_lift
 from .probe import run_probes
-from .profiles import ConfigError, Profile, SceneSplit, scenes_for
+from .profiles import ConfigError, Profile
+from .scenes import SceneSplit, scenes_for
 
 NOTEBOOK_OF = {"data": "01_data", "lift": "02_lift_to_gaussians", "finetune": "03_finetune", "probe": "04_probe"}
 
@@ -63,7 +64,7 @@ def data_stage(
                 "val_scenes": 0,
             }
         gen_seconds = time.time() - t0
-        meta_path = Path(split.train[0]).parent.parent / "dataset.json" if split.train else None
+        meta_path = Path(split.train[0]).parent / "dataset.json" if split.train else None
         if meta_path is not None and meta_path.is_file():
             gen_seconds = float(cache.load_json(meta_path).get("seconds", gen_seconds))
         per_scene = {}
@@ -92,9 +93,11 @@ def data_stage(
 
 
 def backbone_for(prof: Profile, device: str = "auto", weights: str | None = None) -> Backbone:
-    """The profile's backbone (random init, flagged, when the hub is unreachable)."""
+    """The profile's backbone. ``auto`` with the hub unreachable: smoke falls back to a flagged random init; every
+    other profile stops here, before any work, naming the cache paths to fill (hours on a random DINOv2 are waste)."""
+    refuse = None if prof.name in ("smoke", "capture") else f"the {prof.name!r} profile"  # laptop minutes: allowed
     return load_backbone(prof.backbone.name, weights or prof.backbone.weights, device=device,
-                         precision=prof.backbone.precision)  # fmt: skip
+                         precision=prof.backbone.precision, refuse_random=refuse)  # fmt: skip
 
 
 def lift_scenes(prof: Profile, split: SceneSplit) -> list[Path]:

@@ -17,10 +17,11 @@ the expected type and the valid keys, before anything runs. Every config validat
 from __future__ import annotations
 
 import ast
+import math
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from pathlib import Path
 from typing import Any
 
 # feature variants of the probes: original, fine-tuned, three assemblies of both, and the paper's control "dup"
@@ -49,6 +50,24 @@ def _non_negative(section: str, obj: Any, *names: str) -> None:
         v = getattr(obj, n)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ConfigError(f"{section}.{n} must be >= 0, got {v!r}")
+
+
+def _finite(section: str, obj: Any) -> None:
+    """Every float setting of a section must be finite: ``1e999`` parses to inf and would train to NaN."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{section}.{f.name} must be a finite number, got {v!r}")
+
+
+_SEED_MAX = 2**32 - 1  # numpy's legacy seed range (torch's is wider): one range for every seed of the course
+
+
+def _seed(section: str, obj: Any, name: str = "seed") -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= _SEED_MAX:
+        key = f"{section}.{name}" if section else name
+        raise ConfigError(f"{key} must be an integer in 0..{_SEED_MAX} (numpy's seed range), got {v!r}")
 
 
 def _choice(section: str, obj: Any, name: str, choices: tuple[Any, ...]) -> None:
@@ -113,8 +132,19 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice("data", self, "dataset", ("synthetic", "scannetpp", "nyu"))
+        _finite("data", self)
         _positive("data", self, "n_train", "n_val", "width", "height", "max_depth")
         _non_negative("data", self, "n_val_lift", "n_views")
+        if min(self.width, self.height) < 28:  # the lift renders at half size; the ViT needs 14-px patches
+            raise ConfigError(
+                f"data.width and data.height must be >= 28 px (two 14-px backbone patches), got "
+                f"{self.width}×{self.height}"
+            )
+        if self.dataset == "synthetic" and self.n_views < 2:  # 0 means "all views" only for real scenes
+            raise ConfigError(
+                f"data.n_views must be >= 2 for generated rooms (a lift needs several views), got {self.n_views}; "
+                "0 (all views) applies to real datasets only"
+            )
         if self.n_val_lift > self.n_val:
             raise ConfigError(f"data.n_val_lift ({self.n_val_lift}) cannot exceed data.n_val ({self.n_val})")
 
@@ -207,6 +237,8 @@ class LiftConfig:
             "checkpoint_every",
             "near_plane",
         )
+        _finite("lift", self)
+        _seed("lift", self)
         if not 0 < self.max_alpha < 1:
             raise ConfigError(f"lift.max_alpha must be in (0, 1), got {self.max_alpha!r}")
         _non_negative(
@@ -252,6 +284,8 @@ class FinetuneConfig:
             "finetune", self, "epochs", "lr", "batch_size", "grad_clip", "lora_rank", "lora_blocks", "checkpoint_every"
         )
         _non_negative("finetune", self, "weight_decay")
+        _finite("finetune", self)
+        _seed("finetune", self)
         _choice("finetune", self, "mode", ("full", "lora", "released"))
         _choice("finetune", self, "mask", ("alpha", "anonymisation"))
 
@@ -266,7 +300,7 @@ class ProbeConfig:
     protocol: str = "cached"
     seg_steps: int = 150  # official 40_000
     depth_steps: int = 150  # official 38_400
-    seg_batch_size: int = 8  # official: 2 per GPU × 4 GPUs (FiT3D's script)
+    seg_batch_size: int = 8  # official: 2 per GPU × 4 GPUs (FiT3D's script; its README says 8 GPUs: we follow the code)
     depth_batch_size: int = 8  # official: 2 per GPU × 8 GPUs = 16
     lr_seg: float = 1e-3
     lr_depth: float = 1e-3  # official 1e-4 over 38.4k steps; a few hundred smoke steps need 1e-3 to train at all
@@ -288,6 +322,7 @@ class ProbeConfig:
         _positive("probe", self, "seg_steps", "depth_steps", "seg_batch_size", "depth_batch_size", "lr_seg", "lr_depth")
         _non_negative("probe", self, "depth_grad_weight", "num_workers")
         _positive("probe", self, "official_scale", "loss_downscale")
+        _finite("probe", self)
         _choice("probe", self, "protocol", ("cached", "official"))
         _variants("probe", self.variants)
 
@@ -303,6 +338,9 @@ class AblationConfig:
     refit_iterations: int = 100  # feature-only refits for the feature-dimension ablation (geometry is reused)
     probe_steps: int = 100  # probe steps per ablation point
     variants: tuple[str, ...] = ("concat",)  # feature variants probed per point
+    # the course's control (not in the paper): fine-tune on the backbone's own features, 2D-blurred to the rendered
+    # targets' smoothness (same views, steps, lr, masks), beside the 3D-rendered targets
+    smoothing_control: bool = True
 
     def __post_init__(self) -> None:
         _positive("ablations", self, "refit_iterations", "probe_steps")
@@ -333,6 +371,7 @@ class Profile:
 
     def __post_init__(self) -> None:
         _choice("", self, "on_missing", ("compute", "error"))
+        _seed("", self)
         if self.data.n_views > 0:  # real scenes (n_views 0) are checked when they are loaded
             holdout_split(self.data.n_views, self.lift.holdout_every)
         if self.data.dataset == "nyu" and (self.finetune.mode != "released" or not self.probe.eval_root):
@@ -428,7 +467,25 @@ NYU = Profile(
     ),
 )
 
-PROFILES: dict[str, Profile] = {"smoke": SMOKE, "paper": PAPER, "nyu": NYU}
+# Your own capture (notebook 07, fit3d_helpers.capture) on a laptop: smoke everywhere but the lift. SfM or points
+# triangulated from known poses give a few hundred to a few thousand points, not the 15k depth points of a synthetic
+# room, and at the smoke lift (one densification, 200 iterations) they never grow: a poses-only room reached 24.3 dB
+# held-out. Three times the iterations, densifying every 50 from iteration 50 to 400 at half the gradient threshold,
+# grows them to ~20k Gaussians (35.3 dB on the same room). docs/capture.md has the measured table and times.
+CAPTURE = Profile(
+    name="capture",
+    finetune=FinetuneConfig(lr=1e-4),  # as smoke
+    lift=LiftConfig(
+        iterations=600,
+        densify_from=40,
+        densify_until=450,
+        densify_every=50,
+        densify_grad_threshold=1e-4,
+        max_gaussians=25_000,  # a laptop's budget: time per iteration grows with the count
+    ),
+)
+
+PROFILES: dict[str, Profile] = {"smoke": SMOKE, "paper": PAPER, "nyu": NYU, "capture": CAPTURE}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -552,47 +609,128 @@ def load_profile(name: str | Profile = "smoke", overrides: dict[str, Any] | None
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Scenes of a profile
+# Command-line text: --set overrides and notebook parameters (parsed to values, never run as code)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SceneSplit:
-    train: list[Path]
-    val: list[Path]
-    classes: list[str] | None
+class ParameterError(ValueError):
+    """A bad ``--set`` item, ``--only`` selection or notebook parameter; the message names it and what is valid."""
 
 
-def scenes_for(profile: Profile, *, workers: int = 2) -> SceneSplit:
-    """The profile's scenes: generated (cached) synthetic rooms, or a user's ScanNet++ DSLR download."""
-    d = profile.data
-    if d.dataset == "nyu":  # probes only: the official evaluation sets (probe.eval_root) replace scenes
-        from .evaldata import NYUV2_CLASSES
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a Python literal (``3``, ``1e-4``, ``True``, ``None``, ``[1, 2]``, ``'x'``), else text.
 
-        return SceneSplit([], [], list(NYUV2_CLASSES))
-    if d.dataset == "synthetic":
-        from .synthetic import generate_dataset
-
-        info = generate_dataset(
-            d.root, n_train=d.n_train, n_val=d.n_val, n_views=d.n_views, width=d.width, height=d.height, workers=workers
-        )
-        return SceneSplit(list(info.train), list(info.val), list(info.classes))
-    return scannetpp_split(Path(d.root), d.n_train, d.n_val)
+    ``ast.literal_eval`` reads literals only (no names, calls or operators), so no value can run code."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
 
 
-def scannetpp_split(root: Path, n_train: int, n_val: int) -> SceneSplit:
-    """ScanNet++ layout: ``root/splits/nvs_sem_{train,val}.txt`` and
-    ``root/data/<id>/dslr/nerfstudio/transforms_undistorted.json``."""
-    splits = root / "splits"
-    if not (splits / "nvs_sem_train.txt").is_file():
-        raise FileNotFoundError(
-            f"ScanNet++ not found under {root}: download it (https://kaldir.vc.in.tum.de/scannetpp/, licence "
-            "required), undistort the DSLR images with its toolkit, and put splits/ and data/ there; "
-            "or use profile='smoke' (synthetic scenes)."
-        )
+def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``["lift.iterations=300", "02.scene_index=1"]`` (or a dict of the same keys) → ``{key: value}``.
 
-    def read(name: str, n: int) -> list[Path]:
-        ids = [s.strip() for s in (splits / name).read_text().split() if s.strip()][:n]
-        return [root / "data" / i / "dslr" / "nerfstudio" / "transforms_undistorted.json" for i in ids]
+    Three kinds of key: a profile setting (``lift.iterations``, ``seed``: every notebook gets it in its ``overrides``
+    dict, parsed to the setting's type), ``NN.knob`` (notebook NN's own parameter) and a plain ``knob`` (every
+    selected notebook that defines it). Values are Python literals, else text (:func:`parse_value`).
+    """
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        pairs = [(str(k), v) for k, v in items.items()]
+    elif isinstance(items, str):
+        raise ParameterError(f"--set takes a list of key=value items; got one string {items!r}")
+    else:
+        pairs = []
+        for item in items:
+            if "=" not in item:
+                raise ParameterError(
+                    f"--set takes key=value (a profile setting such as lift.iterations=2000, or NN.knob=value "
+                    f"for notebook NN's own parameter); got {item!r}"
+                )
+            k, v = item.split("=", 1)
+            pairs.append((k.strip(), parse_value(v.strip())))
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        first, _, rest = k.partition(".")
+        if first.isdigit() and rest:
+            if not rest.isidentifier():
+                raise ParameterError(
+                    f"--set {k}: {rest!r} is not a notebook parameter name (profile settings take no NN. "
+                    "prefix: they reach every notebook, so each stage finds the one before)"
+                )
+            k = f"{int(first):02d}.{rest}"
+        elif not k or not all(part.isidentifier() for part in k.split(".")):
+            raise ParameterError(f"--set key {k!r} is neither a profile setting (section.name) nor NN.knob")
+        if k.rpartition(".")[2] in ("profile", "overrides"):
+            raise ParameterError("set the profile with --profile, and profile settings with --set section.name=value")
+        out[k] = v
+    return out
 
-    return SceneSplit(read("nvs_sem_train.txt", n_train), read("nvs_sem_val.txt", n_val), None)
+
+_KNOB_TYPES: dict[str, Any] = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict}
+
+
+def _annotation_type(annotation: str) -> Any:
+    """``"int"``, ``"str | None"`` … as a type; None when it is not one of the simple types a knob may have."""
+    parts = annotation.replace(" ", "").split("|")
+    if not all(p in _KNOB_TYPES or p == "None" for p in parts):
+        return None
+    opts = [type(None) if p == "None" else _KNOB_TYPES[p] for p in parts]
+    t = opts[0]
+    for o in opts[1:]:
+        t = t | o
+    return t
+
+
+def knob_type(default: Any, annotation: str | None = None) -> Any:
+    """The declared type of a notebook parameter: its annotation (``max_side: int = 518``) when it has one, else the
+    type of its default; a ``None`` default declares ``str | None`` (a path or name that may be absent). None when
+    neither says (any literal value is then accepted)."""
+    if annotation:
+        t = _annotation_type(annotation)
+        if t is not None:
+            return t
+    if default is None:
+        return str | None
+    if isinstance(default, tuple):
+        return list
+    return type(default) if type(default) in _KNOB_TYPES.values() else None
+
+
+def check_knob(key: str, value: Any, t: Any) -> Any:
+    """A notebook parameter as its declared type ``t`` (:func:`knob_type`); :class:`ParameterError` naming the key,
+    the expected type and the value otherwise. ``t`` = None accepts any literal value."""
+    if t is None:
+        return value
+    if isinstance(value, str) and str in typing.get_args(t):  # text for a `str | None` knob is that text
+        return value
+    if t in (list, dict):
+        if isinstance(value, tuple) and t is list:
+            value = list(value)
+        if not isinstance(value, t):
+            raise ParameterError(f"{key} expects {t.__name__}, got {value!r} ({type(value).__name__})")
+        return value
+    try:
+        return coerce(key, value, t)
+    except ConfigError as e:
+        raise ParameterError(str(e)) from None
+
+
+def check_knobs(namespace: Mapping[str, Any], where: str = "this notebook") -> None:
+    """Check a notebook's annotated parameters (``max_side: int = 518`` in its ``parameters`` cell) in its namespace
+    (``globals()``), so a value injected by papermill (``papermill -p max_side abc``) or typed by hand stops the
+    notebook before any work, naming the key, the expected type and the valid keys."""
+    declared = dict(namespace.get("__annotations__") or {})
+    problems = []
+    for name, t in declared.items():
+        if isinstance(t, str):  # a notebook with ``from __future__ import annotations``
+            t = declared[name] = _annotation_type(t)
+        if name in namespace:
+            try:
+                check_knob(name, namespace[name], t)
+            except ParameterError as e:
+                problems.append(str(e))
+    if problems:
+        valid = ", ".join(f"{k} ({type_name(t)})" for k, t in declared.items())
+        raise ParameterError(f"{where}: " + "; ".join(problems) + f". Its parameters: {valid}")

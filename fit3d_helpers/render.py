@@ -26,7 +26,19 @@ What the PyTorch renderer computes (the same as gsplat 1.5.3's "classic" 3DGS mo
    take the transmittance ``T`` to ``≤ 1e-4`` is not composited and the pixel stops there;
    ``render = Σ αᵢ Tᵢ cᵢ``, ``alpha = 1 - T_final``, and ``render += (1 - alpha)·background``.
 
-How it is vectorised (no Python loop over pixels, tiles or Gaussians):
+Two implementations of steps 2-3, the same numbers (``tests/test_render_paths.py``):
+
+**The compiled kernel** (``render_kernel.py``, the default on a CPU where a C++ compiler works; built once per
+machine in ~2 s from the package's own source, no download). The visible Gaussians, already in (camera, depth)
+order, are binned into 8x8-pixel tiles in that order (a counting sort, so each tile's list is depth-sorted);
+per tile row, each listed Gaussian's row terms of ``σ`` are computed once and its alphas at the tile's 8 columns in
+one vector; each pixel then walks its non-zero alphas front to back (``T`` in float64), and the backward walks them
+back to front, recovering ``T`` by division, with ``q = <∂L/∂render, colour>`` and the same formulas as below.
+Colours are gathered per tile and the gradients accumulated per tile, so pixels read them from cache. Threads
+(``torch.get_num_threads()``) take tiles one at a time. ``FIT3D_RENDER_KERNEL=torch`` switches it off.
+
+**The pure-PyTorch path** (the fallback, and any non-CPU device), vectorised with no Python loop over pixels,
+tiles or Gaussians:
 
 * every footprint box is covered by 4x4 pixel blocks anchored at its corner; all blocks of all Gaussians are
   evaluated as one dense tensor and the (pixel, Gaussian) pairs with ``α ≥ 1/255`` are kept;
@@ -41,11 +53,11 @@ How it is vectorised (no Python loop over pixels, tiles or Gaussians):
   Gaussian, and the gradients of the 2D means, conics and opacities with one ``index_add_`` each; no
   ``pairs × channels`` tensor is formed in either direction;
 * the image is processed in bands of rows so that at most ``chunk_pairs`` candidate pairs exist at once; the
-  result does not depend on the band split.
+  result does not depend on the band split (the kernel renders the same bands, one call each).
 
-Cost, all in (projection included), forward + backward at 67 channels: about 0.2-0.25 µs of single-core CPU
-per composited pair; 30k Gaussians at 160x120 (~40 pairs per pixel) take ~0.2 s on one core, ~0.1-0.15 s on
-two (see ``benchmarks/bench_render.py``).
+Cost, forward + backward at 67 channels, projection included, on the issue-20 case of
+``benchmarks/bench_render.py`` (10k Gaussians, 160x112, ~25 pairs per pixel): the kernel ~24 ms of one core, the
+pure-PyTorch path ~68 ms (``docs/speed.md`` has the phases and the comparison with a public PyTorch renderer).
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import render_kernel
 from .utils import tensor_digest
 
 __all__ = [
@@ -556,8 +569,9 @@ def _setup(means, quats, scales, opacities, viewmats, Ks, width, height, near, f
         flat = torch.nonzero(valid.reshape(-1)).squeeze(1)  # visible (camera, gaussian) as c*N + g
         # depth order within each camera (stable, as gsplat's radix sort over depth bits is)
         order = torch.sort(depths.detach().reshape(-1).index_select(0, flat), stable=True).indices
-        cam = torch.div(flat, N, rounding_mode="floor").index_select(0, order)
-        order = order.index_select(0, torch.sort(cam, stable=True).indices)
+        if C > 1:  # then camera-major (one camera: already)
+            cam = torch.div(flat, N, rounding_mode="floor").index_select(0, order)
+            order = order.index_select(0, torch.sort(cam, stable=True).indices)
         flat = flat.index_select(0, order)
         cam = torch.div(flat, N, rounding_mode="floor")
         m2 = means2d.detach().reshape(-1, 2).index_select(0, flat)
@@ -752,19 +766,27 @@ def _torch_rasterize(
     op_cn = opacities.expand(C, -1)
     D = colors.shape[-1]
 
-    # differentiable tables of the visible Gaussians, in the same order as g: params [6, G], colours [G, D+1]
-    params = (
-        torch.stack(
-            [means2d[..., 0], means2d[..., 1], conics[..., 0], conics[..., 1], conics[..., 2], op_cn.to(means2d.dtype)]
-        )
-        .reshape(6, -1)
-        .index_select(1, flat)
-    )
-    col1 = torch.cat([colors, torch.ones(colors.shape[:-1] + (1,), dtype=colors.dtype, device=device)], dim=-1)
-    col_rows = col1.reshape(-1, D + 1).index_select(0, flat if colors.dim() == 3 else flat - cam * N)
-
     outs, n_pairs = [], 0
-    for r0, r1 in bands:
+    if flat.numel() > 0 and render_kernel.available(device):
+        # the compiled per-pixel loops (render_kernel.py): the same numbers as the bands below, ~3x less CPU
+        renders, alphas, n_pairs = render_kernel.rasterize_visible(
+            means2d, conics, opacities, colors, g, flat, bands, width, height, geometry_channels, max_alpha
+        )
+        bands_torch: list[tuple[int, int]] = []
+    else:  # pure PyTorch: (pixel, Gaussian) pair tensors, band by band
+        bands_torch = bands
+        # differentiable tables of the visible Gaussians, in the same order as g: params [6, G], colours [G, D+1]
+        params = (
+            torch.stack(
+                [means2d[..., 0], means2d[..., 1], conics[..., 0], conics[..., 1], conics[..., 2],
+                 op_cn.to(means2d.dtype)]
+            )
+            .reshape(6, -1)
+            .index_select(1, flat)
+        )  # fmt: skip
+        col1 = torch.cat([colors, torch.ones(colors.shape[:-1] + (1,), dtype=colors.dtype, device=device)], dim=-1)
+        col_rows = col1.reshape(-1, D + 1).index_select(0, flat if colors.dim() == 3 else flat - cam * N)
+    for r0, r1 in bands_torch:
         res = _band_pairs(g, r0, r1, width) if flat.numel() else None
         n_pix = (r1 - r0) * width
         if res is None:  # nothing here: zeros, still attached to the graph so that backward() works
@@ -789,9 +811,10 @@ def _torch_rasterize(
                 float(max_alpha),
             )
         )
-    out = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
-    out = out.view(C, height, width, D + 1)
-    renders, alphas = out[..., :D], out[..., D:]
+    if bands_torch:
+        out = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+        out = out.view(C, height, width, D + 1)
+        renders, alphas = out[..., :D], out[..., D:]
     if background is not None:
         bg = background.to(device=device, dtype=renders.dtype)
         bg = bg.view(1, 1, 1, D) if bg.dim() == 1 else bg.view(C, 1, 1, D)

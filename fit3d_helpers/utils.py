@@ -27,8 +27,22 @@ DEFAULT_ARTIFACTS = Path(os.environ.get("FIT3D_ARTIFACTS", "artifacts"))
 RANDOM_WEIGHTS_BANNER = (
     "RANDOM WEIGHTS: the backbone was randomly initialised because pretrained weights could not be loaded "
     "(offline). Every number below is a pipeline check, NOT a reproduction of the paper. Real weights: run once with "
-    "internet (they are cached) or open the notebooks in Colab."
+    "internet: `bash scripts/course.sh` (the weights are then cached and later runs use them offline)."
 )
+# The banner's HTML class: the report finds its own banner by it (pages, notebook outputs, the slides).
+BANNER_CLASS = "fit3d-banner"
+
+
+def banner_html(text: str = RANDOM_WEIGHTS_BANNER) -> str:
+    """The red banner as HTML with inline style, so that a notebook output, a report page and the slides show the
+    same one. It lives here, below the method and the presentation, so both can use it without importing upward."""
+    import html
+
+    return (
+        f'<div class="{BANNER_CLASS}" role="alert" style="background:#b00020;color:#fff;padding:14px 20px;'
+        "font:600 16px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;border-bottom:4px solid #6d0014;"
+        f'margin:0 0 8px 0">&#9888; {html.escape(text)}</div>'
+    )
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -27,8 +27,7 @@ workers = 2  # processes for scene generation
 scene_index = 0  # which scene to look at
 
 # %%
-# Colab: install the course once per runtime (Colab's own torch, ipykernel and ipywidgets are kept), then check that
-# it imports. On your own machine run `bash scripts/setup.sh` once instead; here this cell only checks the import.
+# Colab: install the course once per runtime, keeping Colab's torch (on your machine: `bash scripts/lab.sh`).
 COURSE_REPO = None  # written by scripts/sync_colab.py from pyproject.toml
 import importlib.util
 import subprocess
@@ -36,29 +35,19 @@ import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("fit3d_helpers") is None:
     if COURSE_REPO is None:
-        raise RuntimeError(
-            "this copy of the course has no public address yet, so Colab cannot install it: see the "
-            "README, section Colab"
-        )
+        raise RuntimeError("this copy of the course has no public address yet: see the README, section Colab")
     spec = f"fit3d-course[gpu] @ git+{COURSE_REPO}"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
     if pip.returncode:
         print(pip.stdout[-1500:], pip.stderr[-3000:], sep="\n")
-        raise RuntimeError(
-            f"installing {spec} failed (pip's last lines are above): check that the runtime is "
-            "connected, then run this cell again"
-        )
-import fit3d_helpers  # fails here, naming the module, if the course is not installed
-
-print(f"fit3d_helpers {fit3d_helpers.__version__} from {fit3d_helpers.__path__[0]}")
+        raise RuntimeError(f"installing {spec} failed (pip's output is above): reconnect, then run this cell again")
 
 # %%
-import fit3d_helpers.course.viz as viz
+import fit3d_helpers.course.notebook
 from fit3d_helpers import pipeline
-from fit3d_helpers.profiles import load_profile
+from fit3d_helpers.course import viz
 
-artifacts_dir = viz.setup_notebook(artifacts_dir, drive_folder)  # plotly renderer, working directory, Drive
-prof = load_profile(profile, overrides)
+prof, artifacts_dir = fit3d_helpers.course.notebook.start(profile, overrides, artifacts_dir, drive_folder)
 
 # %% [markdown]
 # ## Generate (or reuse) the scenes

@@ -10,10 +10,12 @@
 # # 04 · Linear probes and the 3D-awareness check
 #
 # The backbone is frozen; only a linear head is trained on its features. Segmentation: BatchNorm + 1×1 conv.
-# Depth: patch tokens + CLS token, ×4 upsampling, 1×1 conv to 256 uniform depth bins (SigLoss + 0.5·gradient
-# loss). We compare five feature variants: **original**, **fine-tuned**, and three assemblies of both: **concat**
-# (FiT3D's default), **add**, and **linear** fusion. Heads train on the training scenes and are evaluated on held-out
-# scenes the backbone was never fine-tuned on. Then a check that needs no training: do features of the *same 3D
+# Depth: patch tokens + CLS token, ×4 upsampling, 1×1 conv to 256 uniform depth bins (SigLoss; the official config
+# adds 0.5·gradient loss, but that loss is identically zero there, so the weight here is 0:
+# `probe.depth_grad_weight`). We compare six feature variants: **original**, **fine-tuned**, three assemblies of
+# both: **concat** (FiT3D's default), **add** and **linear** fusion, and the paper's control **dup** (original ⊕
+# original). Heads train on the training scenes and are evaluated on held-out scenes the backbone was never
+# fine-tuned on. Then a check that needs no training: do features of the *same 3D
 # point* match across two views?
 #
 # *Colab: this copy of the course has no public address yet (README, section Colab).*
@@ -27,8 +29,7 @@ device = "auto"
 force = False  # retrain the probes even if their artifact exists
 
 # %%
-# Colab: install the course once per runtime (Colab's own torch, ipykernel and ipywidgets are kept), then check that
-# it imports. On your own machine run `bash scripts/setup.sh` once instead; here this cell only checks the import.
+# Colab: install the course once per runtime, keeping Colab's torch (on your machine: `bash scripts/lab.sh`).
 COURSE_REPO = None  # written by scripts/sync_colab.py from pyproject.toml
 import importlib.util
 import subprocess
@@ -36,31 +37,21 @@ import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("fit3d_helpers") is None:
     if COURSE_REPO is None:
-        raise RuntimeError(
-            "this copy of the course has no public address yet, so Colab cannot install it: see the "
-            "README, section Colab"
-        )
+        raise RuntimeError("this copy of the course has no public address yet: see the README, section Colab")
     spec = f"fit3d-course[gpu] @ git+{COURSE_REPO}"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
     if pip.returncode:
         print(pip.stdout[-1500:], pip.stderr[-3000:], sep="\n")
-        raise RuntimeError(
-            f"installing {spec} failed (pip's last lines are above): check that the runtime is "
-            "connected, then run this cell again"
-        )
-import fit3d_helpers  # fails here, naming the module, if the course is not installed
-
-print(f"fit3d_helpers {fit3d_helpers.__version__} from {fit3d_helpers.__path__[0]}")
+        raise RuntimeError(f"installing {spec} failed (pip's output is above): reconnect, then run this cell again")
 
 # %%
 from pathlib import Path
 
-import fit3d_helpers.course.viz as viz
+import fit3d_helpers.course.notebook
 from fit3d_helpers import pipeline
-from fit3d_helpers.profiles import load_profile
+from fit3d_helpers.course import viz
 
-artifacts_dir = viz.setup_notebook(artifacts_dir, drive_folder)  # plotly renderer, working directory, Drive
-prof = load_profile(profile, overrides)
+prof, artifacts_dir = fit3d_helpers.course.notebook.start(profile, overrides, artifacts_dir, drive_folder, device)
 
 # %% [markdown]
 # ## Data and the original backbone
@@ -91,9 +82,11 @@ print("fine-tuned model:", tuned.identity()["weights"])
 # **Segmentation head** (BNHead): per token, $\mathrm{logits} = W \, \mathrm{BN}(x) + b$, upsampled bilinearly to the
 # image, cross-entropy against the labels (255 ignored).
 #
-# **Depth head** (DINOv2's linear depth head): the tokens, with the original model's CLS token $c$ broadcast beside
-# them, give per pixel (after ×4 upsampling) logits $l_k$ over 256 depth bins $b_k$ spaced evenly between 0.001 m and
-# the maximum depth:
+# **Depth head** (DINOv2's linear depth head): the tokens, with a CLS token $c$ broadcast beside them (the original
+# model's for every variant, as FiT3D's evaluation; the fine-tuned variant alone uses the fine-tuned model's own),
+# give per pixel (after ×4 upsampling) logits $l_k$ over 256 depth bins $b_k$ spaced evenly between 0.001 m and
+# the maximum depth. Its tokens are the last block's *before* the final LayerNorm (the official `final_norm=False`),
+# not the normed tokens that stage 2 trained and the segmentation head reads:
 #
 # $$p_k = \frac{\mathrm{ReLU}(l_k) + 0.1}{\sum_j \big(\mathrm{ReLU}(l_j) + 0.1\big)}, \qquad \hat d = \sum_k p_k b_k .$$
 #
@@ -118,15 +111,15 @@ import math
 
 import torch
 
-from fit3d_helpers import probe as P
+from fit3d_helpers import probe
 
 if split.val:
-    data = P.probe_data(split.val[:1], prof.data.max_depth)
+    data = probe.probe_data(split.val[:1], prof.data.max_depth)
     x = data.images[:2].permute(0, 3, 1, 2)
     feats = torch.cat([original.features(x)[0], tuned.features(x)[0]], dim=1)  # concat: [2, 768, h, w]
-    head = P.SegHead(feats.shape[1], len(data.classes))
+    head = probe.SegHead(feats.shape[1], len(data.classes))
     logits = head(feats)
-    loss = P.seg_loss(logits, data.labels[:2])
+    loss = probe.seg_loss(logits, data.labels[:2])
     print(f"features {tuple(feats.shape)} -> logits {tuple(logits.shape)}; cross-entropy {loss.item():.3f} "
           f"(an untrained head: about log({len(data.classes)}) = {math.log(len(data.classes)):.3f})")  # fmt: skip
 
@@ -146,9 +139,11 @@ viz.table(viz.in_percent(stats["results"]["depth"]), f"depth on {where} (RMSE in
 
 # %% [markdown]
 # ## The presenter's figures
-# Computed once for the report (stage `figures`, cached) on the first held-out scene: the paper's Figure 1 counterpart
-# (image | DINOv2 | rendered 3D-aware features | fine-tuned, one PCA basis per row), k-means with one shared
-# clustering, the probes' predictions, and matched points across two views.
+# Computed once for the report (stage `figures`, cached) on the first validation scene, one fine-tuning never sees:
+# the paper's Figure 1 counterpart on three views that stage 1 also held out of its fit (`lift.holdout_every`; with
+# the official recipe's 0 they are only held out of fine-tuning, and the title says so), k-means with one shared
+# clustering, the probes' predictions, matched points across two views, and a click-a-pixel similarity viewer.
+# Every figure is drawn at slide size (1180×560 px, text ≥ 16 px).
 
 # %%
 from fit3d_helpers import figure_data
@@ -159,7 +154,9 @@ fig_data = (
 )
 
 # %% [markdown]
-# **Figure 1, ours.** *What to look at:* the rendered column is the 3D-consistent target; the fine-tuned column should
+# **Figure 1, ours.** One PCA basis for every feature panel of every row, so equal colours mean equal features across
+# views and models; "FiT3D" here is the fine-tuned model alone (the probes' FiT3D is original ⊕ fine-tuned).
+# *What to look at:* the rendered column is the 3D-consistent target; the fine-tuned column should
 # move from the DINOv2 column towards it. With pretrained weights the rendered and fine-tuned maps are smoother within
 # objects and keep sharp borders; with random weights all maps mostly echo the image's colours.
 
@@ -188,12 +185,26 @@ if stats["awareness"]:
     viz.table(viz.in_percent(stats["awareness"]), "correspondence on held-out scenes:")
 
 # %% [markdown]
-# **Matched points across two views.** Points of the left view joined to their nearest-neighbour match on the right,
-# green when within 14 px of the truth. *What to look at:* more green lines after fine-tuning with real weights.
+# **Matched points across two views.** One of the covisible pairs the table above pools: points of view A joined to
+# their nearest-feature match in view B, green when within 14 px of the truth (the table's rule). Beside each row: the
+# drawn lines, the whole pair, and the table's recall over all pairs, so the counts and the table agree by label.
+# *What to look at:* more green lines after fine-tuning with real weights.
 
 # %%
 if fig_data is not None and "uv_a" in fig_data:
-    figures.draw_matches(fig_data);
+    figures.draw_matches(fig_data, stats["awareness"] or None, random_weights=original.is_random);
+
+# %% [markdown]
+# **Click a pixel.** Pick a point in any view: every row colours each token of each view by the cosine similarity of
+# its feature to the feature at that point, for the original, the fine-tuned and the rendered features (the report's
+# `viewer.html` is the same page). *What to look at:* with real weights, 3D-aware features light up the same 3D point
+# in the other views; with random weights similarity follows image colour.
+
+# %%
+if fig_data is not None:
+    from fit3d_helpers.course import viewer
+
+    display(viewer.show_viewer(fig_data, random_weights=original.is_random))
 
 # %% [markdown]
 # ## What the paper reports (not our numbers)
@@ -216,8 +227,11 @@ viz.table(
 # ## Takeaways
 # * A linear probe on frozen features measures what the features already contain; FiT3D's gain is concat over
 #   original, and the dup control shows it is not the extra width.
-# * Depth reads the last block *before* the final LayerNorm and the original model's CLS token, as the official
-#   evaluation; SigLoss compares log depths, so it ignores a global scale in its variance term.
+# * Depth reads the last block *before* the final LayerNorm (`probe.depth_final_norm = False`, as the official
+#   evaluation), with the original model's CLS token (the fine-tuned variant: its own). Stage 2 trained the *normed*
+#   tokens, after that LayerNorm: the depth probe sees the fine-tuned features without the normalisation the loss
+#   saw, so their per-token scale and offset were never a training target. Segmentation reads the normed tokens.
+#   SigLoss compares log depths, so it ignores a global scale in its variance term.
 # * The correspondence check asks the 3D question directly: do the features of one 3D point match across views?
 
 # %%

@@ -25,12 +25,11 @@ artifacts_dir = "artifacts"
 drive_folder = None  # Colab: a folder in your Google Drive to keep the results in, e.g. "fit3d"
 device = "auto"
 image_path = None  # a photo on disk; None: upload one in Colab, else the bundled picture
-max_side = 518  # the longer image side fed to the models (a multiple of 14; larger is slower)
-clusters = 20  # k-means clusters (the official demo: 20)
+max_side: int = 518  # the longer image side fed to the models (a multiple of 14; larger is slower)
+clusters: int = 20  # k-means clusters (the official demo: 20)
 
 # %%
-# Colab: install the course once per runtime (Colab's own torch, ipykernel and ipywidgets are kept), then check that
-# it imports. On your own machine run `bash scripts/setup.sh` once instead; here this cell only checks the import.
+# Colab: install the course once per runtime, keeping Colab's torch (on your machine: `bash scripts/lab.sh`).
 COURSE_REPO = None  # written by scripts/sync_colab.py from pyproject.toml
 import importlib.util
 import subprocess
@@ -38,35 +37,28 @@ import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("fit3d_helpers") is None:
     if COURSE_REPO is None:
-        raise RuntimeError(
-            "this copy of the course has no public address yet, so Colab cannot install it: see the "
-            "README, section Colab"
-        )
+        raise RuntimeError("this copy of the course has no public address yet: see the README, section Colab")
     spec = f"fit3d-course[gpu] @ git+{COURSE_REPO}"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
     if pip.returncode:
         print(pip.stdout[-1500:], pip.stderr[-3000:], sep="\n")
-        raise RuntimeError(
-            f"installing {spec} failed (pip's last lines are above): check that the runtime is "
-            "connected, then run this cell again"
-        )
-import fit3d_helpers  # fails here, naming the module, if the course is not installed
-
-print(f"fit3d_helpers {fit3d_helpers.__version__} from {fit3d_helpers.__path__[0]}")
+        raise RuntimeError(f"installing {spec} failed (pip's output is above): reconnect, then run this cell again")
 
 # %%
-import fit3d_helpers.course.viz as viz
+import fit3d_helpers.course.notebook
+import fit3d_helpers.profiles
 from fit3d_helpers import photo
-from fit3d_helpers.profiles import load_profile
+from fit3d_helpers.course import viz
 
-artifacts_dir = viz.setup_notebook(artifacts_dir, drive_folder)  # plotly renderer, working directory, Drive
-prof = load_profile(profile, overrides)
+fit3d_helpers.profiles.check_knobs(globals(), "06_your_photo")  # before any work: max_side, clusters are ints
+prof, artifacts_dir = fit3d_helpers.course.notebook.start(profile, overrides, artifacts_dir, drive_folder, device)
 
 # %% [markdown]
 # ## The photo
-# In Colab with no `image_path`, a file chooser asks for a photo; in a batch run (or when you skip it) the bundled
-# picture is used. The image is resized so that its longer side is `max_side` pixels, then down to a multiple of the
-# patch size (14), as the official demo does.
+# In Colab with no `image_path`, a file chooser asks for a photo; in a batch run (papermill, nbmake, our runner: no
+# one could answer it) or when you skip it, the bundled picture is used. The photo is turned upright by its EXIF
+# orientation (as your phone shows it), 16-bit files keep their range, and it is resized so that its longer side is
+# `max_side` pixels, then down to a multiple of the patch size (14), as the official demo does.
 
 # %%
 image, source = photo.load_photo(image_path, max_side=max_side, ask=viz.in_colab())
@@ -75,13 +67,16 @@ print(f"image: {source}, {image.shape[1]}×{image.shape[0]} px")
 # %% [markdown]
 # ## The two models
 # The original backbone of the profile and its 3D-aware version: FiT3D's released checkpoint when it can be loaded
-# (it needs the internet once), else the model this course fine-tuned in notebook 03 if its artifact is there, else
-# none (only the original is shown). With random weights every picture below is a pipeline check: the banner says so.
+# (it needs the internet once), else the model this course fine-tuned in notebook 03 if its artifact is there and
+# loads, else none (only the original is shown); the line below the cell says which, and why not the others. Only the
+# released checkpoint is labelled "FiT3D": this course's own model is "this course's fine-tuned model", and with
+# random weights every picture below is a pipeline check (the banner says so). The `paper` profile refuses to start
+# on random weights: it names the cache folders to fill instead.
 
 # %%
-original, tuned, tuned_source = photo.models_for(prof, artifacts_dir, device)
+original, tuned, tuned_label, tuned_note = photo.models_for(prof, artifacts_dir, device)
 viz.weights_banner(original.weights)
-print(f"original: {original.name} ({original.weights}); 3D-aware: {tuned_source}")
+print(f"original: {original.name} ({original.weights})\n3D-aware: {tuned_note}")
 
 # %% [markdown]
 # ## Features side by side
@@ -90,15 +85,15 @@ print(f"original: {original.name} ({original.weights}); 3D-aware: {tuned_source}
 # that face the same way share colours; with random weights both maps mostly echo the image's colours.
 
 # %%
-feats = photo.features(image, original, tuned)
-viz.pca_figure(feats, images=[image], title="feature PCA, one basis shared by both rows");
+feats = photo.features(image, original, tuned, tuned_label)
+viz.pca_figure(feats, images=[image], title="feature PCA, one basis shared by both rows")
 # %% [markdown]
 # ## One shared clustering
 # k-means on the tokens of both models together: each token takes the colour of its nearest centre, so the same
 # colour is the same cluster in both rows. With real weights FiT3D's clusters follow object parts more closely.
 
 # %%
-viz.kmeans_figure(feats, k=clusters, seed=prof.seed, images=[image]);
+viz.kmeans_figure(feats, k=clusters, seed=prof.seed, images=[image])
 
 # %% [markdown]
 # ## Takeaways

@@ -177,3 +177,116 @@ def test_precision_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.Mo
     assert patch.dtype == torch.float32
     with pytest.raises(ValueError, match="precision must be"):
         B.resolve_precision("fp16", cpu)
+
+
+# ---------------------------------------------------------------------------------------------- bad weights files
+
+
+class _Payload:
+    """Unpickling this runs ``touch <marker>``: a weights file that carries code."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_weights(kind: str, tmp_path):
+    """(path of a bad weights file of this kind, the marker file its code would create)."""
+    import pickle
+
+    from safetensors.torch import save_file
+
+    marker = tmp_path / "CODE_RAN"
+    good = {"w": torch.zeros(64)}
+    if kind == "pickle-with-code":
+        path = tmp_path / "evil.pth"
+        path.write_bytes(pickle.dumps({"pos_embed": _Payload(marker)}))
+    elif kind == "torch-zip-with-code":
+        path = tmp_path / "evil_zip.pth"
+        torch.save({"model": {"pos_embed": _Payload(marker)}}, path)
+    elif kind == "truncated-pth":
+        path = tmp_path / "cut.pth"
+        torch.save(good, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "empty-pth":
+        path = tmp_path / "empty.pth"
+        path.write_bytes(b"")
+    elif kind == "bare-tensor":
+        path = tmp_path / "tensor.pth"
+        torch.save(torch.zeros(3, 4), path)
+    elif kind == "not-a-state-dict":
+        path = tmp_path / "meta.pth"
+        torch.save({"epoch": 3, "lr": 0.1}, path)
+    elif kind == "text":
+        path = tmp_path / "notes.pth"
+        path.write_text("hello, these are not weights\n")
+    else:  # truncated-safetensors
+        path = tmp_path / "cut.safetensors"
+        save_file(good, str(path))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path, marker
+
+
+TORCH_HINTS = ("weights_only=False", "`weights_only` set to `False`")  # torch's advice, which would run the code
+BAD_KINDS = ["pickle-with-code", "torch-zip-with-code", "truncated-pth", "empty-pth", "bare-tensor",
+             "not-a-state-dict", "text", "truncated-safetensors"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_a_bad_weights_file_is_a_weights_error_naming_it_and_runs_no_code(kind: str, tmp_path) -> None:
+    import traceback
+
+    path, marker = _bad_weights(kind, tmp_path)
+    with pytest.raises(B.WeightsError) as info:
+        B.load_backbone("dinov2_small", str(path), device="cpu")
+    text = "".join(traceback.format_exception(info.value))  # what a notebook shows, chained errors included
+    assert str(path) in str(info.value) and "Fix:" in str(info.value), str(info.value)
+    assert not any(hint in text for hint in TORCH_HINTS), text
+    assert not marker.exists(), "loading the weights file executed code from it"
+    if "code" in kind:
+        assert "ran nothing" in str(info.value)
+    if kind == "torch-zip-with-code":
+        assert "(posix.system)" in str(info.value)  # what the file would have called
+
+
+def test_a_corrupt_cached_release_is_an_error_without_torchs_hint(caches) -> None:
+    path = B.fit3d_cached_path("dinov2_small")
+    path.parent.mkdir(parents=True)
+    bad, marker = _bad_weights("pickle-with-code", caches)
+    path.write_bytes(bad.read_bytes())
+    with pytest.raises(B.WeightsError) as info:
+        B.load_backbone("dinov2_small", "fit3d", device="cpu")
+    assert str(path) in str(info.value) and not any(h in str(info.value) for h in TORCH_HINTS)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------- random weights refused
+
+
+def test_auto_refuses_random_weights_for_the_paper_and_nyu_profiles(caches, monkeypatch) -> None:
+    """Offline with empty caches: smoke falls back loudly; paper and nyu stop, naming the cache folders to fill."""
+    import warnings
+
+    from fit3d_helpers import pipeline
+    from fit3d_helpers.profiles import load_profile
+
+    monkeypatch.setenv("FIT3D_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+        assert pipeline.backbone_for(load_profile("smoke"), "cpu").is_random
+    for name in ("paper", "nyu"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no fallback warning either: it stops before building a random model
+            with pytest.raises(B.WeightsError) as info:
+                pipeline.backbone_for(load_profile(name), "cpu")
+        msg = str(info.value)
+        assert f"The {name!r} profile does not run on random weights" in msg, msg
+        assert str(B.hub_cache_folder("dinov2_small")) in msg and str(B.fit3d_cached_path("dinov2_small")) in msg
+        assert str(caches / "hf" / "models--timm--vit_small_patch14_dinov2.lvd142m") in msg
+        assert "timm.create_model('vit_small_patch14_dinov2.lvd142m', pretrained=True)" in msg
+        assert "backbone.weights=random" in msg  # the deliberate way, still allowed:
+    paper_random = load_profile("paper", {"backbone.weights": "random"})
+    assert pipeline.backbone_for(paper_random, "cpu").is_random

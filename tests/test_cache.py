@@ -41,7 +41,8 @@ def test_build_then_lookup_and_layout(tmp_path) -> None:
     assert [a.hash for a in cache.iter_artifacts(tmp_path)] == [art.hash]
 
 
-def test_force_replaces_without_a_gap_and_keeps_the_previous_version(tmp_path) -> None:
+def test_force_replaces_without_a_gap_and_keeps_the_previous_version(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FIT3D_CACHE_GRACE", "0")  # no grace period: superseded versions go at the next build
     key = {"k": 1}
     first = cache.build("s", key, tmp_path, _writer("one"))
     second = cache.build("s", key, tmp_path, _writer("two"), force=True)
@@ -182,7 +183,7 @@ def _read_forever(root: str, report: str) -> None:
         write_json(report, {"reads": reads, "problems": problems, "retries": retries})  # atomic: we get killed
 
 
-def test_kill_9_stress_two_writers_and_a_reader(tmp_path) -> None:
+def test_kill_9_stress_two_writers_and_a_reader(tmp_path, monkeypatch) -> None:
     """Writers killed with SIGKILL at random instants never leave the key empty or a partial artifact that looks
     complete; the next writer cleans up what the dead ones left."""
     import multiprocessing as mp
@@ -199,7 +200,7 @@ def test_kill_9_stress_two_writers_and_a_reader(tmp_path) -> None:
     rng = random.Random(0)
     kills = 0
     t_end = time.time() + 4.0
-    while time.time() < t_end:
+    while time.time() < t_end or kills < 10:  # at least 10 kills, however busy the machine is
         time.sleep(rng.uniform(0.05, 0.3))
         i = rng.randrange(2)
         os.kill(writers[i].pid, signal.SIGKILL)
@@ -219,6 +220,7 @@ def test_kill_9_stress_two_writers_and_a_reader(tmp_path) -> None:
     kd = cache.key_dir(root, "s", {"k": 1})
     art = cache.lookup("s", {"k": 1}, root)
     assert art is not None and art.torch("payload.pt")["token"] == art.stats["token"]
+    monkeypatch.setenv("FIT3D_CACHE_GRACE", "0")  # superseded versions past their grace period are removed
     cache.build("s", {"k": 1}, root, _writer("after"), force=True)  # the lock of a killed writer is free again
     assert not list(kd.glob(".tmp-*")) and len(list(kd.glob("v-*"))) <= 2  # leftovers of the dead cleaned up
 
@@ -244,3 +246,115 @@ def test_second_run_of_a_key_waits_and_reuses(tmp_path) -> None:
         p.join(timeout=30)
     assert marker.read_text() == "x"  # built once
     assert cache.lookup("s", {"k": 2}, root) is not None
+
+
+# ---- readers never lose their version; a stopped lock holder times out; broken pointers and locks are named
+
+
+def _rebuild_forever(root: str, stop: str) -> None:
+    i = 0
+    while not os.path.exists(stop):
+        cache.build("s", {"k": 3}, root, _writer(f"w{i}"), force=True)
+        i += 1
+
+
+def test_a_reader_never_loses_its_version_while_the_key_is_rebuilt(tmp_path) -> None:
+    """A reader resolves CURRENT, then reads slowly while the key is rebuilt many times: superseded versions stay
+    for the grace period, so every file it opened the version for is still there."""
+    import multiprocessing as mp
+
+    root, stop = str(tmp_path), tmp_path / "stop"
+    cache.build("s", {"k": 3}, root, _writer("first"))
+    writer = mp.get_context("fork").Process(target=_rebuild_forever, args=(root, str(stop)), daemon=True)
+    writer.start()
+    reads, lost, tokens = 0, [], set()
+    t_end = time.time() + 2.5
+    try:
+        while time.time() < t_end:
+            art = cache.lookup("s", {"k": 3}, root)
+            time.sleep(0.15)  # the writer commits several versions meanwhile
+            try:
+                token = (art.path / "a.txt").read_text()
+                assert art.torch("payload.pt")["token"] == token == art.stats["token"]
+                tokens.add(token)
+                reads += 1
+            except (FileNotFoundError, cache.ArtifactError) as err:
+                lost.append(repr(err)[:200])
+    finally:
+        stop.write_text("")
+        writer.join(timeout=30)
+    assert lost == [] and reads > 5 and len(tokens) > 3, (lost, reads, len(tokens))
+
+
+def test_a_vanished_version_says_look_it_up_again_not_delete_the_key(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FIT3D_CACHE_GRACE", "0")
+    old = cache.build("s", {"k": 1}, tmp_path, _writer("one"))
+    for token in ("two", "three"):
+        cache.build("s", {"k": 1}, tmp_path, _writer(token), force=True)
+    assert not old.path.exists()
+    with pytest.raises(cache.ArtifactError, match=r"replaced by a newer build .* look the artifact up again") as e:
+        old.torch("payload.pt")
+    assert "delete" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", ["", "\n", "garbage\n", "\x00\x00"])
+def test_an_empty_or_corrupt_current_is_named_and_force_repairs_it(tmp_path, content) -> None:
+    cache.build("s", {"k": 1}, tmp_path, _writer("one"))
+    pointer = cache.key_dir(tmp_path, "s", {"k": 1}) / cache.CURRENT
+    pointer.write_text(content)
+    with pytest.raises(cache.ArtifactError, match=rf"{pointer}.* is (empty|corrupt).*force=True"):
+        cache.build("s", {"k": 1}, tmp_path, _writer("two"))
+    art = cache.build("s", {"k": 1}, tmp_path, _writer("two"), force=True)  # the suggested fix works
+    assert cache.lookup("s", {"k": 1}, tmp_path).stats["token"] == "two" == art.stats["token"]
+
+
+def test_a_lock_that_is_a_folder_is_named(tmp_path) -> None:
+    kd = cache.key_dir(tmp_path, "s", {"k": 1})
+    (kd / ".lock").mkdir(parents=True)
+    with pytest.raises(cache.ArtifactError, match=r"\.lock is a folder.*remove it"):
+        cache.build("s", {"k": 1}, tmp_path, _writer("one"))
+
+
+def _hold_lock(kd: str, ready: str, seconds: float) -> None:
+    with cache.key_lock(Path(kd), "test", timeout=1.0):
+        Path(ready).write_text("")
+        time.sleep(seconds)
+
+
+def _wait_for(ready: Path, proc) -> None:
+    deadline = time.time() + 20
+    while not ready.exists():
+        assert proc.is_alive() and time.time() < deadline, "the lock holder did not start"
+        time.sleep(0.02)
+
+
+def test_a_stopped_lock_holder_times_out_naming_it_but_a_working_one_is_waited_for(tmp_path) -> None:
+    import multiprocessing as mp
+    import socket
+
+    ctx = mp.get_context("fork")
+    kd, ready = tmp_path / "key", tmp_path / "ready"
+    holder = ctx.Process(target=_hold_lock, args=(str(kd), str(ready), 600), daemon=True)
+    holder.start()
+    try:
+        _wait_for(ready, holder)
+        os.kill(holder.pid, signal.SIGSTOP)
+        t0 = time.time()
+        with pytest.raises(cache.LockTimeout) as e, cache.key_lock(kd, "test", timeout=1.0):
+            pass
+        assert time.time() - t0 < 10
+        msg = str(e.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()!r}, holding it since 20" in msg, msg
+        assert f"kill -CONT {holder.pid}" in msg and "FIT3D_LOCK_TIMEOUT" in msg
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join()
+    ready.unlink()
+    working = ctx.Process(target=_hold_lock, args=(str(kd), str(ready), 2.5), daemon=True)  # alive: heartbeats
+    working.start()
+    _wait_for(ready, working)
+    t0 = time.time()
+    with cache.key_lock(kd, "test", timeout=1.0):  # waits past the timeout: the holder is alive (heartbeats)
+        waited = time.time() - t0
+    working.join()
+    assert working.exitcode == 0 and waited > 1.5, waited

@@ -10,15 +10,16 @@ import torch
 from PIL import Image
 
 from fit3d_helpers import evaldata as ed
+from fit3d_helpers import evaldata_fake
 
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``eval_data`` folder with all three fake datasets."""
     root = tmp_path_factory.mktemp("eval_data")
-    ed.write_fake_nyuv2(root / "nyuv2", n_train=3, n_val=2)
-    ed.write_fake_nyu(root / "nyu", n_train=4, n_test=2)
-    ed.write_fake_scannetpp(root / "scannetpp", n_train=3, n_val=2)
+    evaldata_fake.write_fake_nyuv2(root / "nyuv2", n_train=3, n_val=2)
+    evaldata_fake.write_fake_nyu(root / "nyu", n_train=4, n_test=2)
+    evaldata_fake.write_fake_scannetpp(root / "scannetpp", n_train=3, n_val=2)
     return root
 
 
@@ -193,10 +194,91 @@ def test_probe_data_adapter(fake_root: Path):
 
 
 def test_fake_writers_are_deterministic(tmp_path: Path):
-    a, b = ed.write_fake_nyuv2(tmp_path / "a", 1, 1, seed=3), ed.write_fake_nyuv2(tmp_path / "b", 1, 1, seed=3)
+    a, b = (
+        evaldata_fake.write_fake_nyuv2(tmp_path / "a", 1, 1, seed=3),
+        evaldata_fake.write_fake_nyuv2(tmp_path / "b", 1, 1, seed=3),
+    )
     for rel in ("images/training/0000.png", "annotations/validation/0001.png"):
         np.testing.assert_array_equal(_raw(a / rel), _raw(b / rel))
-    c = ed.write_fake_nyuv2(tmp_path / "c", 1, 1, seed=4)
+    c = evaldata_fake.write_fake_nyuv2(tmp_path / "c", 1, 1, seed=4)
     assert not np.array_equal(_raw(a / "annotations/training/0000.png"), _raw(c / "annotations/training/0000.png"))
-    s1, s2 = ed.write_fake_scannetpp(tmp_path / "s1", 1, 1), ed.write_fake_scannetpp(tmp_path / "s2", 1, 1)
+    s1, s2 = (
+        evaldata_fake.write_fake_scannetpp(tmp_path / "s1", 1, 1),
+        evaldata_fake.write_fake_scannetpp(tmp_path / "s2", 1, 1),
+    )
     assert (s1 / "scannetpp_val.txt").read_text() == (s2 / "scannetpp_val.txt").read_text()
+
+
+# ----------------------------------------------------------------------------------------------- wrong depth formats
+
+
+def _nyu_with_depth(tmp_path: Path, write) -> tuple[ed.EvalSet, Path]:
+    """A fake NYU set whose first test depth map is replaced by ``write(path_stem) -> path`` (split file updated)."""
+    root = evaldata_fake.write_fake_nyu(tmp_path / "nyu", n_train=1, n_test=1)
+    ev = ed.nyu_depth(root, "test")
+    old = ev.items[0].depth_path
+    mm = _raw(old)  # [H, W] millimetres, uint16 in the file
+    new = write(old.with_suffix(""), mm)
+    split = root / "nyu_test.txt"
+    split.write_text(split.read_text().replace(old.name, new.name))
+    return ed.nyu_depth(root, "test"), new
+
+
+def test_8bit_depth_png_is_refused_with_the_expected_format(tmp_path: Path):
+    def write(stem: Path, mm: np.ndarray) -> Path:
+        path = stem.with_name(stem.name + "_8bit.png")
+        Image.fromarray(np.clip(mm // 16, 0, 255).astype(np.uint8)).save(path)  # 8-bit: reads as 0.0-0.26 m
+        return path
+
+    ev, path = _nyu_with_depth(tmp_path, write)
+    with pytest.raises(ed.EvalDataError, match=r"8-bit") as err:
+        ev.load(0)
+    msg = str(err.value)
+    assert str(path) in msg and "16-bit" in msg and "millimetres" in msg
+
+
+def test_float_tiff_depth_in_metres_is_refused(tmp_path: Path):
+    def write(stem: Path, mm: np.ndarray) -> Path:
+        path = stem.with_name(stem.name + "_m.tiff")
+        Image.fromarray((mm / 1000.0).astype(np.float32)).save(path)  # metres as float: reads as 0.001-0.01 m
+        return path
+
+    ev, path = _nyu_with_depth(tmp_path, write)
+    with pytest.raises(ed.EvalDataError, match=r"float") as err:
+        ev.load(0)
+    msg = str(err.value)
+    assert str(path) in msg and "16-bit" in msg and "metres" in msg
+
+
+def test_16bit_depth_in_metres_is_refused_by_its_range(tmp_path: Path):
+    def write(stem: Path, mm: np.ndarray) -> Path:
+        path = stem.with_name(stem.name + "_m16.png")
+        Image.fromarray(np.round(mm / 1000.0).astype(np.uint16)).save(path)  # whole metres as uint16
+        return path
+
+    ev, path = _nyu_with_depth(tmp_path, write)
+    with pytest.raises(ed.EvalDataError, match=r"millimetres") as err:
+        ev.load(0)
+    assert str(path) in str(err.value)
+
+
+def test_official_16bit_depth_still_reads(tmp_path: Path):
+    ev, _ = _nyu_with_depth(tmp_path, lambda stem, mm: _save_png16(stem, mm))
+    d = ev.load(0)["depth"]
+    assert d.dtype == np.float32 and 1.0 <= float(d[d > 0].min()) and float(d.max()) <= 10.6
+
+
+def _save_png16(stem: Path, mm: np.ndarray) -> Path:
+    path = stem.with_name(stem.name + "_16.png")
+    Image.fromarray(mm.astype(np.uint16)).save(path)
+    return path
+
+
+def test_subset_out_of_range_names_the_set_and_its_size(fake_root: Path):
+    ev = ed.nyu_depth(fake_root / "nyu", "test")
+    with pytest.raises(IndexError, match=r"nyu .*2 samples.*\[99\]"):
+        ev.subset([99])
+    with pytest.raises(ValueError, match=r"at least 0"):
+        ev.subset(-1)
+    assert [it.image_path for it in ev.subset([-1]).items] == [ev.items[-1].image_path]
+    assert len(ev.subset(5)) == 2  # an int is "the first n", capped at the set's size

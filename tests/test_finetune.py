@@ -170,3 +170,22 @@ def test_finetune_under_ddp_with_gloo_4_processes(lifted, tmp_path) -> None:
     from fit3d_helpers import cache
 
     assert len([a for a in cache.iter_artifacts(tmp_path) if a.stage == "finetune"]) == 1
+
+
+def test_stage2_refuses_a_lift_with_nonfinite_gaussians(lifted, vit_small, tmp_path) -> None:
+    """A lift artifact with non-finite Gaussians (written before the lift checked its parameters) used to be
+    fine-tuned on: stage 2 now refuses it before any work, naming the artifact and how to redo it."""
+    import dataclasses
+    import re
+
+    means = lifted[0].params["means"].clone()
+    means[::2] = float("inf")
+    bad = dataclasses.replace(lifted[0], params={**lifted[0].params, "means": means})
+    where = re.escape(str(bad.path))
+    with pytest.raises(
+        LiftError, match=rf"stage 2 .*cannot use the lift artifact {where} .*lift\.lr_means.*force=True"
+    ):
+        FT.finetune([bad], vit_small, FT.FinetuneConfig(), val_lifts=[lifted[1]], root=tmp_path)
+    with pytest.raises(LiftError, match="targets cannot use the lift artifact"):
+        FT.scene_targets(bad, vit_small, root=tmp_path)
+    assert not list(tmp_path.rglob("model.pth")) and not list(tmp_path.rglob("targets.pt"))

@@ -87,7 +87,7 @@ def test_resumed_lift_equals_an_uninterrupted_one(tiny_dataset, vit_small, tiny_
     kd = _key_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path / "b")
     assert cache.lookup_dir(kd) is None  # nothing that looks complete
     ck = torch.load(kd / ".resume" / "checkpoint.pt", weights_only=True)  # loads without running code
-    assert ck["iteration"] == 9 and set(ck["optimizers"]) == set(PARAM_NAMES) and "rng" in ck
+    assert ck["step"] == 9 and set(ck["optimizers"]) == set(PARAM_NAMES) and "rng" in ck
     resumed = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path / "b")
     assert resumed.losses["iteration"] == list(range(16))
     assert resumed.losses["rgb"] == whole.losses["rgb"] and resumed.losses["n_gaussians"] == whole.losses["n_gaussians"]
@@ -111,7 +111,7 @@ def test_malicious_resume_checkpoint_is_not_executed(tiny_dataset, vit_small, ti
     marker = tmp_path / "pwned"
     kd = _key_dir(tiny_dataset.train[0], vit_small, cfg, tmp_path)
     (kd / ".resume").mkdir(parents=True)
-    torch.save({"format": 4, "payload": _Boom(str(marker))}, kd / ".resume" / "checkpoint.pt")
+    torch.save({"format": 5, "payload": _Boom(str(marker))}, kd / ".resume" / "checkpoint.pt")
     with pytest.warns(UserWarning, match="unreadable"):
         res = L.lift_scene(tiny_dataset.train[0], vit_small, cfg, root=tmp_path)
     assert not marker.exists()  # weights_only refused it; the fit restarted from scratch
@@ -171,7 +171,8 @@ def test_views_that_see_no_point_stop_the_lift(tiny_dataset, vit_small, tiny_lif
 
 
 def test_poses_only_capture_starts_from_points_the_cameras_share(tiny_dataset, tmp_path) -> None:
-    """No point cloud, no depth (an instant-ngp capture): random points inside the cameras' common view volume."""
+    """No point cloud, no depth (an instant-ngp capture) and nothing to triangulate: random points inside the cameras'
+    common view volume (the fallback; triangulation is tested in test_capture.py)."""
     import numpy as np
 
     from fit3d_helpers.data import project
@@ -184,7 +185,7 @@ def test_poses_only_capture_starts_from_points_the_cameras_share(tiny_dataset, t
     meta.pop("ply_file_path", None)
     (scene_dir / "transforms.json").write_text(json.dumps(meta))
     scene = load_scene(scene_dir)
-    pts, cols = L.scene_points(scene, 500, 0)
+    pts, cols = (torch.as_tensor(a) for a in L.points_in_view_volume(scene, 500, 0))
     assert pts.shape == (500, 3) and torch.allclose(cols, torch.full_like(cols, 0.5))
     seen = sum(
         ((z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < v.width) & (uv[:, 1] >= 0) & (uv[:, 1] < v.height)).astype(int)
@@ -192,7 +193,7 @@ def test_poses_only_capture_starts_from_points_the_cameras_share(tiny_dataset, t
         for uv, z in [project(pts.numpy(), v.K, v.world_to_cam)]
     )
     assert (seen >= len(scene.views) / 2).all()
-    assert np.array_equal(L.scene_points(scene, 500, 0)[0].numpy(), pts.numpy())  # seeded
+    assert np.array_equal(L.points_in_view_volume(scene, 500, 0)[0], pts.numpy())  # seeded
 
 
 def test_refit_features_keeps_geometry(lifted, vit_small, artifacts) -> None:
@@ -204,7 +205,9 @@ def test_refit_features_keeps_geometry(lifted, vit_small, artifacts) -> None:
 
 def test_refits_of_one_scene_reuse_its_backbone_features(vit_small, monkeypatch: pytest.MonkeyPatch) -> None:
     """The features memo of the refits: one backbone pass per scene and model state; a changed model recomputes."""
-    monkeypatch.setattr(L, "_FEATURES_MEMO", type(L._FEATURES_MEMO)())
+    from fit3d_helpers import lift_inputs
+
+    monkeypatch.setattr(lift_inputs, "_FEATURES_MEMO", type(lift_inputs._FEATURES_MEMO)())
     calls = []
     real = vit_small.features
     monkeypatch.setattr(vit_small, "features", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -260,3 +263,79 @@ def test_ssim_is_the_official_one_and_near_skimage() -> None:
     assert abs(float(L.ssim(a[:1], b[:1])) - ref) < 3e-2  # skimage pads by reflection: close, not equal
     assert float(L.rgb_loss(a, a)) == pytest.approx(0.0, abs=1e-5)
     assert L.psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Non-finite fits, bad intrinsics and short fits (issue 17): clear errors before anything is committed
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_exploding_learning_rates_stop_the_fit_naming_scene_iteration_and_setting(
+    tiny_dataset, vit_small, tiny_lift_cfg, tmp_path
+) -> None:
+    """``lift.lr_scales=1000`` used to commit a lift of non-finite Gaussians (the renderer culls them, so the loss stays
+    finite); ``lift.lr_means=1e38`` overflowed anonymously inside Adam. Both stop now, and nothing is committed."""
+    scene = tiny_dataset.train[0]
+    cfg = dataclasses.replace(tiny_lift_cfg, iterations=12, lr_scales=1000.0)
+    with pytest.raises(L.LiftError, match=r"scene \S+: at iteration 6 the fit is not finite .*Lower .*lift\.lr_scales"):
+        L.lift_scene(scene, vit_small, cfg, root=tmp_path)
+    assert cache.lookup_dir(_key_dir(scene, vit_small, cfg, tmp_path)) is None
+    cfg = dataclasses.replace(tiny_lift_cfg, iterations=4, lr_means=1e38)
+    with pytest.raises(L.LiftError, match=r"at iteration 0 the means optimiser step overflows.*Lower lift\.lr_means"):
+        L.lift_scene(scene, vit_small, cfg, root=tmp_path)
+
+
+def test_check_fit_finite_names_the_parameter_setting() -> None:
+    from fit3d_helpers.gaussians import init_gaussians
+
+    params = init_gaussians(torch.rand(20, 3), torch.rand(20, 3), feature_dim=4, sh_degree=0)
+    decoder = L.make_decoder(4, 8)
+    L.check_fit_finite("room", params, decoder, 3)  # finite: no error
+    params["features"][5, 1] = float("nan")
+    with pytest.raises(L.LiftError, match=r"scene room: at iteration 3 .*features 1 of 20.*Lower lift\.lr_features"):
+        L.check_fit_finite("room", params, decoder, 3)
+    params["features"][5, 1] = 0.0
+    params["log_scales"][0] = 100.0  # finite, but exp() is inf in float32
+    with pytest.raises(L.LiftError, match=r"log_scales 1 of 20.*lift\.lr_scales"):
+        L.check_fit_finite("room", params, decoder, 3)
+
+
+def test_absurd_focal_length_is_named_with_the_scene_file(tiny_dataset, vit_small, tiny_lift_cfg, tmp_path) -> None:
+    """``fl_x = 1e-9`` (a 180° field of view) failed in the rasterizer with a reshape error; now it stops before any
+    work, naming the view, the value and the file to fix."""
+    scene_dir = tmp_path / "focal"
+    shutil.copytree(tiny_dataset.train[0], scene_dir)
+    meta = json.loads((scene_dir / "transforms.json").read_text())
+    meta["fl_x"] = 1e-9
+    for f in meta["frames"]:
+        f.pop("fl_x", None)
+    (scene_dir / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(L.LiftError, match=r"fx=1e-09.*180\.0° field of view.*'fl_x'.*focal/transforms\.json"):
+        L.lift_scene(scene_dir, vit_small, tiny_lift_cfg, root=tmp_path / "art")
+    small = dataclasses.replace(tiny_lift_cfg, train_downscale=8)  # 84×56 -> 10×7 px renders
+    with pytest.raises(L.LiftError, match=r"too small to fit .*10×7 px .*lift\.train_downscale=8"):
+        L.lift_scene(tiny_dataset.train[0], vit_small, small, root=tmp_path / "art")
+
+
+def test_gaussians_figure_of_a_short_fit_is_not_empty() -> None:
+    """Below ~16 iterations no Gaussian is opaque yet (init 0.1, shown from 0.2): the figure crashed on zero points;
+    it now shows the most opaque ones."""
+    from fit3d_helpers.course import viz
+    from fit3d_helpers.gaussians import activated, init_gaussians
+
+    params = init_gaussians(torch.rand(30, 3), torch.rand(30, 3), feature_dim=4, sh_degree=0)
+    act = activated(params)
+    fig = viz.gaussians_figure(act["means"], params["features"] + torch.rand(30, 4), act["opacities"])
+    assert len(fig.data[0].x) == 30
+
+
+def test_resumed_refit_equals_an_uninterrupted_one(lifted, vit_small, tmp_path) -> None:
+    """The feature refits checkpoint through the same helper as the lift: stopped at 4 of 10 and resumed, the same
+    features, decoder and losses, bit for bit."""
+    whole = L.refit_features(lifted[0], vit_small, 8, iterations=10, root=tmp_path / "a")
+    with pytest.raises(TimeoutError, match="resume"):
+        L.refit_features(lifted[0], vit_small, 8, iterations=10, root=tmp_path / "b", stop_after=4)
+    resumed = L.refit_features(lifted[0], vit_small, 8, iterations=10, root=tmp_path / "b")
+    assert resumed.losses == whole.losses and resumed.losses["iteration"] == list(range(10))
+    assert torch.equal(resumed.params["features"], whole.params["features"])
+    assert torch.equal(resumed.decoder.weight, whole.decoder.weight)

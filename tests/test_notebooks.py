@@ -27,6 +27,7 @@ def test_there_are_six_notebooks_each_with_its_pair() -> None:
         "04_probe",
         "05_ablations",
         "06_your_photo",
+        "07_your_scene",
     ]
     assert sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) == [p.stem for p in SOURCES]
 
@@ -69,3 +70,76 @@ def test_every_formula_of_the_markdown_becomes_mathml(src: Path) -> None:
         if cell.cell_type == "markdown":
             out = render_markdown_math(cell.source)
             assert "` $" not in out, f"{src.name}: a formula stays TeX in the report:\n{out[:600]}"
+
+
+def _code_lines(source: str) -> int:
+    return sum(1 for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_the_opening_is_one_install_cell_and_one_setup_call(src: Path) -> None:
+    """A thin shell: the parameters, a short Colab install cell, then imports and `course.notebook.start(...)`."""
+    params, install, setup = [c for c in jupytext.read(src).cells if c.cell_type == "code"][:3]
+    assert "COURSE_REPO" in install.source and _code_lines(install.source) <= 12, install.source
+    *before, call = ast.parse(setup.source).body
+    others = [node for node in before if not isinstance(node, ast.Import | ast.ImportFrom)]
+    # besides imports, at most one check call (e.g. `fit3d_helpers.profiles.check_knobs(globals(), ...)`)
+    assert len(others) <= 1 and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) for n in others), (
+        setup.source
+    )
+    names = {t.id for node in ast.parse(params.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    has_device = "device" in names
+    args = "profile, overrides, artifacts_dir, drive_folder" + (", device" if has_device else "")
+    assert ast.unparse(call) == f"prof, artifacts_dir = fit3d_helpers.course.notebook.start({args})"
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_modules_by_their_full_names(src: Path) -> None:
+    """`from fit3d_helpers import lift`, then `lift.decode(...)`: no one-letter aliases (`L`, `FT`, `P`) to decode."""
+    for cell in jupytext.read(src).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                module = node.module if isinstance(node, ast.ImportFrom) else ""
+                for alias in node.names:
+                    full = f"{module}.{alias.name}".strip(".")
+                    if alias.asname and full.startswith("fit3d_helpers"):
+                        assert alias.asname == alias.name.rpartition(".")[2], f"{src.name}: {ast.unparse(node)}"
+                    assert not (alias.asname and alias.asname.isupper()), f"{src.name}: {ast.unparse(node)}"
+
+
+def test_start_loads_the_profile_seeds_and_sets_the_renderer(monkeypatch, capsys) -> None:
+    import plotly.io as pio
+    import torch
+
+    from fit3d_helpers.course.notebook import start
+    from fit3d_helpers.profiles import ConfigError
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)  # restored afterwards
+    monkeypatch.delenv("FIT3D_BATCH", raising=False)
+    monkeypatch.chdir(ROOT / "notebooks")  # where Jupyter starts a notebook's kernel
+    prof, artifacts_dir = start("smoke", {"lift.iterations": 3}, "artifacts", None, "cpu")
+    assert Path.cwd() == ROOT and artifacts_dir == "artifacts" and prof.lift.iterations == 3
+    assert pio.renderers.default == "plotly_mimetype+notebook"  # JupyterLab draws it interactively
+    first = torch.rand(4)
+    monkeypatch.setenv("FIT3D_BATCH", "1")
+    start("smoke", None, "artifacts", None, "cpu")
+    assert torch.equal(torch.rand(4), first)  # seeded from the profile
+    assert pio.renderers.default == "notebook"  # batch runs inline plotly.js: the exported HTML works offline
+    out = capsys.readouterr().out
+    assert "profile 'smoke' with 1 override(s) ['lift.iterations'], device cpu" in out
+    with pytest.raises(ConfigError):
+        start("smoke", {"lift.iteratons": 3}, "artifacts", None, "cpu")
+
+
+def test_ci_runs_a_notebook_through_nbmake_and_jupyterlab_is_one_command() -> None:
+    import tomllib
+
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
+    assert "--nbmake" in test_sh and "notebooks/06_your_photo.ipynb" in test_sh
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"nbmake>=1.5", "fit3d-course[lab]"} <= set(extras["dev"])
+    assert {"jupyterlab>=4", "ipywidgets>=8", "jupyterlab_widgets>=3"} <= set(extras["lab"])
+    assert "jupyter lab" in (ROOT / "scripts" / "lab.sh").read_text()
+    assert "bash scripts/lab.sh" in (ROOT / "README.md").read_text()

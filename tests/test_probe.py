@@ -14,7 +14,6 @@ from fit3d_helpers.probe import (
     DepthHead,
     FeatureAssembly,
     SegHead,
-    _lr_factor,
     assemble,
     confusion_matrix,
     depth_loss,
@@ -30,6 +29,7 @@ from fit3d_helpers.probe import (
     train_depth_probe,
     train_seg_probe,
 )
+from fit3d_helpers.probe.task import _lr_factor
 
 # ----------------------------------------------------------------------------------------------- metrics
 
@@ -374,6 +374,6 @@ def test_loss_downscale_trains_on_fewer_pixels_and_evaluates_at_full_size():
     res = train_seg_probe(feats[:24], labels[:24], feats[24:], labels[24:], c, steps=60, batch_size=8, seed=0,
                           show_progress=False, loss_downscale=2)  # fmt: skip
     assert res.metrics["miou"] > 0.9 and res.examples["pred"].shape[1:] == (24, 32)  # full-size predictions
-    from fit3d_helpers.probe import _subsample
+    from fit3d_helpers.probe.task import _subsample
 
     assert torch.equal(_subsample(labels, 2), labels[:, 1::2, 1::2])

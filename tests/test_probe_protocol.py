@@ -5,6 +5,7 @@ a few seconds on two cores."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,12 +17,12 @@ import torch.nn.functional as F
 
 from fit3d_helpers import augment as AUG
 from fit3d_helpers import evaldata as E
+from fit3d_helpers import evaldata_fake
 from fit3d_helpers.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_backbone
 from fit3d_helpers.probe import (
     EvalSetSource,
     OfficialSettings,
     SceneSource,
-    _batches,
     batch_features,
     flip_average,
     frozen_tokens,
@@ -33,10 +34,12 @@ from fit3d_helpers.probe import (
     slide_inference,
     train_probes_official,
 )
+from fit3d_helpers.probe.cached import _batches
 from fit3d_helpers.profiles import ProbeConfig
 
 PALETTE = np.array([[0, 0, 0], [250, 0, 0], [0, 250, 0], [0, 0, 250], [250, 250, 0], [0, 250, 250]], dtype=np.uint8)
 TINY = OfficialSettings().scaled(1 / 8)  # seg crop 64, img scale (256, 64), stride 43; depth crop (52, 68)
+TINY_LAST = dataclasses.replace(TINY, depth_eval_interval=0)  # evaluate at the end only: no periodic evaluation
 
 
 def _blocks(h: int, w: int, block: int, n_classes: int, seed: int) -> np.ndarray:
@@ -350,8 +353,8 @@ def _tiny_vit(seed: int = 0) -> Backbone:
 @pytest.fixture(scope="module")
 def fake_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_data")
-    E.write_fake_nyuv2(root / "nyuv2", n_train=4, n_val=2)
-    E.write_fake_nyu(root / "nyu", n_train=4, n_test=2)
+    evaldata_fake.write_fake_nyuv2(root / "nyuv2", n_train=4, n_val=2)
+    evaldata_fake.write_fake_nyu(root / "nyu", n_train=4, n_test=2)
     return {
         "seg": (E.nyuv2_seg(root / "nyuv2", "train"), E.nyuv2_seg(root / "nyuv2", "val")),
         "depth": (E.nyu_depth(root / "nyu", "train"), E.nyu_depth(root / "nyu", "test")),
@@ -374,7 +377,7 @@ def test_training_runs_the_backbones_on_the_augmented_batches(fake_sets, task, f
         steps=steps,
         lr=1e-3,
         batch_size=bs,
-        settings=TINY,
+        settings=TINY_LAST,
         final_norm=final_norm,
         seed=seed,
         show_progress=False,
@@ -398,7 +401,7 @@ def test_training_runs_the_backbones_on_the_augmented_batches(fake_sets, task, f
 
 
 def test_loader_workers_give_the_same_batches(fake_sets):
-    from fit3d_helpers.probe import _batch_stream
+    from fit3d_helpers.probe.sources import _batch_stream
 
     src = EvalSetSource(fake_sets["seg"][0])
     order = [[0, 2], [1, 3]]
@@ -438,7 +441,9 @@ def test_official_run_probes_on_fake_nyu(fake_sets, tmp_path, monkeypatch):
     ft = Backbone(model=_tiny_vit(1).model, name="dinov2_small", weights="random", device=torch.device("cpu"))
     ft.source_id = "finetune/test"
     cfg = ProbeConfig(protocol="official", seg_steps=3, depth_steps=3, seg_batch_size=2, depth_batch_size=4)
-    kw = dict(max_depth=10.0, device="cpu", seg_sets=fake_sets["seg"], depth_sets=fake_sets["depth"], official=TINY)
+    kw = dict(
+        max_depth=10.0, device="cpu", seg_sets=fake_sets["seg"], depth_sets=fake_sets["depth"], official=TINY_LAST
+    )
     st = run_probes(cfg, [], [], orig, ft, tmp_path / "art", **kw)
     assert st["protocol"] == "official" and st["awareness"] == {}  # no poses in the evaluation sets
     for task, metric in (("seg", "miou"), ("depth", "rmse")):
@@ -453,9 +458,9 @@ def test_official_run_probes_on_fake_nyu(fake_sets, tmp_path, monkeypatch):
     curves = json.loads((path / "curves.json").read_text())
     assert len(curves["depth/dup"]) == 3
     # a second call is a cache hit: nothing is trained again
-    import fit3d_helpers.probe as P
+    import fit3d_helpers.probe.stage as probe_stage
 
-    monkeypatch.setattr(P, "train_probes_official", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(probe_stage, "train_probes_official", lambda *a, **k: pytest.fail("recomputed"))
     assert run_probes(cfg, [], [], orig, ft, tmp_path / "art", **kw)["path"] == st["path"]
 
 
@@ -466,7 +471,15 @@ def test_official_run_probes_on_scenes_with_awareness(tiny_dataset, vit_small, t
         protocol="official", seg_steps=2, depth_steps=2, seg_batch_size=2, depth_batch_size=2, variants=("concat",)
     )
     st = run_probes(
-        cfg, tiny_dataset.train, tiny_dataset.val, vit_small, ft, tmp_path, max_depth=10.0, device="cpu", official=TINY
+        cfg,
+        tiny_dataset.train,
+        tiny_dataset.val,
+        vit_small,
+        ft,
+        tmp_path,
+        max_depth=10.0,
+        device="cpu",
+        official=TINY_LAST,
     )
     assert set(st["results"]["seg"]) == {"concat"} and math.isfinite(st["results"]["depth"]["concat"]["rmse"])
     assert "concat" in st["awareness"]
@@ -500,3 +513,51 @@ def test_evalset_source_key_is_portable_and_names_the_samples(fake_sets):
         EvalSetSource(fake_sets["depth"][0].subset([0, 1])).key()
         != EvalSetSource(fake_sets["depth"][0].subset([1, 2])).key()
     )
+
+
+# ----------------------------------------------------------------------------------------------- depth checkpoints
+
+
+def test_depth_best_absrel_selection_is_the_lowest_periodic_evaluation(fake_sets, monkeypatch):
+    """The official depth run keeps the best checkpoint by AbsRel over evaluations every 6,400 of 38,400 iterations;
+    we report the last and offer the best beside it. Scripted evaluations check the selection and its steps."""
+    import fit3d_helpers.probe.official as official
+
+    absrels = iter([0.5, 0.2, 0.4])  # after steps 1, 2 (periodic) and 3 (final): best = step 2
+    calls: list[int] = []
+    real = official._evaluate
+
+    def scripted(task, heads, ctx, ex_idx):
+        metrics, ex, n_invalid = real(task, heads, ctx, ex_idx)
+        calls.append(1)
+        a = next(absrels)
+        return {v: {**m, "absrel": a} for v, m in metrics.items()}, ex, n_invalid
+
+    monkeypatch.setattr(official, "_evaluate", scripted)
+    tr, va = (EvalSetSource(s) for s in fake_sets["depth"])
+    settings = dataclasses.replace(TINY, depth_eval_interval=1 / 3)  # every step of 3
+    res = train_probes_official(
+        "depth", tr, va, _tiny_vit(0), _tiny_vit(1), ("original",), steps=3, lr=1e-3, batch_size=2,
+        settings=settings, show_progress=False,
+    )  # fmt: skip
+    r = res["original"]
+    assert len(calls) == 3  # steps 1 and 2 periodic (3 is the final evaluation, not repeated), then the final
+    assert r.metrics["absrel"] == 0.4 and r.config["eval_every"] == 1  # the last evaluation is the headline
+    assert r.best is not None and r.best["step"] == 2 and r.best["absrel"] == 0.2
+
+
+def test_official_stats_label_last_and_best_absrel(fake_sets, tmp_path):
+    orig, ft = _tiny_vit(0), _tiny_vit(1)
+    cfg = ProbeConfig(
+        protocol="official", seg_steps=2, depth_steps=4, seg_batch_size=2, depth_batch_size=2, variants=("original",)
+    )
+    kw = dict(max_depth=10.0, device="cpu", seg_sets=fake_sets["seg"], depth_sets=fake_sets["depth"], official=TINY)
+    st = run_probes(cfg, [], [], orig, ft, tmp_path / "art", **kw)
+    ck = st["depth_checkpoints"]
+    assert ck["headline"] == "last" and ck["eval_every"] == 1  # round(4 / 6) -> at least every step
+    last, best = ck["last"]["original"], ck["best_absrel"]["original"]
+    assert (
+        last["step"] == 4
+        and {k: last[k] for k in st["results"]["depth"]["original"]} == st["results"]["depth"]["original"]
+    )
+    assert 1 <= best["step"] <= 4 and best["absrel"] <= last["absrel"]

@@ -105,5 +105,24 @@ def test_paper_profile_is_the_official_recipe() -> None:
 
 
 def test_unknown_profile() -> None:
-    with pytest.raises(ConfigError, match=r"unknown profile 'fast'; choose one of \['nyu', 'paper', 'smoke'\]"):
+    choices = r"\['capture', 'nyu', 'paper', 'smoke'\]"
+    with pytest.raises(ConfigError, match=rf"unknown profile 'fast'; choose one of {choices}"):
         load_profile("fast")
+
+
+def test_settings_import_no_data_module():
+    """profiles.py holds settings only: scene listing lives in fit3d_helpers.scenes (data side)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(P.__file__).read_text(encoding="utf-8"))
+    names = {
+        (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
+    assert not {m for m in names if m.split(".")[-1] in ("synthetic", "evaldata", "scenes", "data", "probe")}, names
+    from fit3d_helpers import scenes
+
+    assert scenes.scenes_for and scenes.SceneSplit and not hasattr(P, "scenes_for")

@@ -1,16 +1,18 @@
-"""Tests of fit3d_helpers.render against an independent, slow, per-pixel reference renderer.
+"""Tests of fit3d_helpers.render against the independent, slow, per-pixel reference renderer.
 
-The reference below shares no code with the module: it builds each Gaussian's 3x3 covariance and the 2x3
-perspective Jacobian as explicit matrices, inverts the 2D covariance with ``torch.linalg.inv``, and then walks
-the Gaussians of each camera one by one in depth order, updating every pixel's transmittance exactly as
-gsplat 1.5.3's ``rasterize_to_pixels_3dgs_fwd`` kernel does for one pixel (pixel centres at +0.5,
-``alpha = min(0.999, o·exp(-σ))``, skip ``alpha < 1/255``, stop *before* a Gaussian that would take ``T`` to
-``<= 1e-4``). Its gradients come from plain autograd through that loop.
+The reference (``fit3d_helpers.render_reference``) shares no code with the module: it builds each Gaussian's 3x3
+covariance and the 2x3 perspective Jacobian as explicit matrices, inverts the 2D covariance with
+``torch.linalg.inv``, and then walks the Gaussians of each camera one by one in depth order, updating every pixel's
+transmittance exactly as gsplat 1.5.3's ``rasterize_to_pixels_3dgs_fwd`` kernel does for one pixel (pixel centres at
++0.5, ``alpha = min(0.999, o·exp(-σ))``, skip ``alpha < 1/255``, stop *before* a Gaussian that would take ``T`` to
+``<= 1e-4``). Its gradients come from plain autograd through that loop. Its official-rules mode (Inria's rasterizer
+as FiT3D ships it) is tested at the end of this file.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,72 +24,9 @@ from fit3d_helpers.render import (
     rasterize,
     rasterize_with_info,
 )
+from fit3d_helpers.render_reference import GSPLAT_RULES, OFFICIAL_RULES, render_reference
 
 W, H = 24, 16
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reference renderer
-# ----------------------------------------------------------------------------------------------------------
-def reference_render(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near=0.01, far=1e10,
-                     background=None, max_alpha=0.999):  # fmt: skip
-    dt = means.dtype
-    C, N, D = viewmats.shape[0], means.shape[0], colors.shape[-1]
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=dt) + 0.5, torch.arange(width, dtype=dt) + 0.5, indexing="ij")
-    renders, alphas = [], []
-    for c in range(C):
-        Rw, tw = viewmats[c, :3, :3], viewmats[c, :3, 3]
-        fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
-        splats = []
-        for i in range(N):
-            p = Rw @ means[i] + tw
-            z = float(p[2].detach())
-            if z < near or z > far or float(opacities[i].detach()) < 1.0 / 255.0:
-                continue
-            w, x, y, zq = quats[i] / torch.linalg.norm(quats[i])
-            R = torch.stack(
-                [
-                    torch.stack([1 - 2 * (y * y + zq * zq), 2 * (x * y - w * zq), 2 * (x * zq + w * y)]),
-                    torch.stack([2 * (x * y + w * zq), 1 - 2 * (x * x + zq * zq), 2 * (y * zq - w * x)]),
-                    torch.stack([2 * (x * zq - w * y), 2 * (y * zq + w * x), 1 - 2 * (x * x + y * y)]),
-                ]
-            )
-            cov_world = R @ torch.diag(scales[i] ** 2) @ R.T
-            cov_cam = Rw @ cov_world @ Rw.T
-            # Jacobian of (fx x/z + cx, fy y/z + cy), with x/z, y/z clamped to 1.3x the field of view
-            tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
-            u = torch.clamp(p[0] / p[2], -(cx / fx + 0.3 * tan_x), (width - cx) / fx + 0.3 * tan_x)
-            v = torch.clamp(p[1] / p[2], -(cy / fy + 0.3 * tan_y), (height - cy) / fy + 0.3 * tan_y)
-            zero = torch.zeros((), dtype=dt)
-            J = torch.stack(
-                [torch.stack([fx / p[2], zero, -fx * u / p[2]]), torch.stack([zero, fy / p[2], -fy * v / p[2]])]
-            )
-            cov2d = J @ cov_cam @ J.T + 0.3 * torch.eye(2, dtype=dt)
-            conic = torch.linalg.inv(cov2d)
-            mean2d = torch.stack([fx * p[0] / p[2] + cx, fy * p[1] / p[2] + cy])
-            col = colors[c, i] if colors.dim() == 3 else colors[i]
-            splats.append((z, i, mean2d, conic, opacities[i], col))
-        splats.sort(key=lambda s: (s[0], s[1]))
-        T = torch.ones(height, width, dtype=dt)
-        done = torch.zeros(height, width, dtype=torch.bool)
-        out = torch.zeros(height, width, D, dtype=dt)
-        for _, _, m, conic, o, col in splats:
-            dx, dy = xs - m[0], ys - m[1]
-            sigma = 0.5 * (conic[0, 0] * dx * dx + conic[1, 1] * dy * dy) + conic[0, 1] * dx * dy
-            alpha = torch.clamp(o * torch.exp(-sigma), max=max_alpha)
-            live = (alpha >= 1.0 / 255.0) & (sigma >= 0) & ~done
-            next_T = T * (1 - alpha)
-            stop = live & (next_T <= 1e-4)
-            done = done | stop
-            use = live & ~stop
-            out = out + torch.where(use, alpha * T, torch.zeros_like(T))[..., None] * col
-            T = torch.where(use, next_T, T)
-        a = (1 - T)[..., None]
-        if background is not None:
-            out = out + (1 - a) * (background if background.dim() == 1 else background[c])
-        renders.append(out)
-        alphas.append(a)
-    return torch.stack(renders), torch.stack(alphas)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -130,7 +69,7 @@ def test_matches_reference_forward_and_gradients(N, D, seed):
     ours = _leaves(random_scene(N, D, seed))
     ref = _leaves([t.detach() for t in ours])
     r1, a1 = rasterize(*ours, viewmats, Ks, W, H, backend="torch")
-    r2, a2 = reference_render(*ref, viewmats, Ks, W, H)
+    r2, a2 = render_reference(*ref, viewmats, Ks, W, H)
     assert r1.shape == (2, H, W, D) and a1.shape == (2, H, W, 1)
     assert a2.max() > 0.5, "scene should cover the image"
     torch.testing.assert_close(r1, r2, atol=1e-4, rtol=0)
@@ -155,7 +94,7 @@ def test_official_alpha_clamp_and_near_plane_match_the_reference():
     ours = _leaves([means, quats, scales, opacities, colors])
     ref = _leaves([t.detach() for t in ours])
     r1, a1 = rasterize(*ours, viewmats, Ks, W, H, backend="torch", max_alpha=0.99, near=2.5)
-    r2, a2 = reference_render(*ref, viewmats, Ks, W, H, max_alpha=0.99, near=2.5)
+    r2, a2 = render_reference(*ref, viewmats, Ks, W, H, rules=replace(GSPLAT_RULES, max_alpha=0.99, near=2.5))
     r3, _ = rasterize(*[t.detach() for t in ours], viewmats, Ks, W, H, backend="torch")
     torch.testing.assert_close(r1, r2, atol=1e-4, rtol=0)
     torch.testing.assert_close(a1, a2, atol=1e-4, rtol=0)
@@ -172,12 +111,12 @@ def test_matches_reference_float32_background_and_per_camera_colors():
     colors = torch.rand(2, 15, 4, generator=torch.Generator().manual_seed(1))  # [C, N, D]
     bg = torch.tensor([[0.2, 0.5, 1.0, -1.0], [1.0, 0.0, 0.3, 2.0]])
     r1, a1 = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, W, H, backend="torch", background=bg)
-    r2, a2 = reference_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, background=bg)
+    r2, a2 = render_reference(means, quats, scales, opacities, colors, viewmats, Ks, W, H, background=bg)
     torch.testing.assert_close(r1, r2, atol=1e-4, rtol=0)
     torch.testing.assert_close(a1, a2, atol=1e-4, rtol=0)
     # a [D] background is broadcast over cameras
     r3, _ = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, W, H, backend="torch", background=bg[0])
-    r4, _ = reference_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, background=bg[0])
+    r4, _ = render_reference(means, quats, scales, opacities, colors, viewmats, Ks, W, H, background=bg[0])
     torch.testing.assert_close(r3, r4, atol=1e-4, rtol=0)
 
 
@@ -187,7 +126,7 @@ def test_viewmat_gradient_matches_reference():
     v1 = viewmats.clone().requires_grad_(True)
     v2 = viewmats.clone().requires_grad_(True)
     r1, a1 = rasterize(*scene, v1, Ks, W, H, backend="torch")
-    r2, a2 = reference_render(*scene, v2, Ks, W, H)
+    r2, a2 = render_reference(*scene, v2, Ks, W, H)
     (r1.sum() + a1.square().sum()).backward()
     (r2.sum() + a2.square().sum()).backward()
     torch.testing.assert_close(v1.grad, v2.grad, atol=1e-8, rtol=1e-6)
@@ -291,7 +230,7 @@ def test_transmittance_cutoff_and_alpha_clamp_match_gsplat():
         for t in (leaves[2], ref[2]):
             t[0] = 0.6  # narrower front Gaussian: clamped only near the centre
     r1, a1 = rasterize(*leaves, viewmats, Ks, W, H, backend="torch")
-    r2, a2 = reference_render(*ref, viewmats, Ks, W, H)
+    r2, a2 = render_reference(*ref, viewmats, Ks, W, H)
     torch.testing.assert_close(r1, r2, atol=1e-9, rtol=0)
     (r1.sum() + a1.sum()).backward()
     (r2.sum() + a2.sum()).backward()
@@ -313,7 +252,7 @@ def test_transmittance_cutoff_and_alpha_clamp_match_gsplat():
     leaves = _leaves(_stack(n, o))
     ref = _leaves(_stack(n, o))
     r1, a1 = rasterize(*leaves, viewmats, Ks, W, H, backend="torch")
-    r2, a2 = reference_render(*ref, viewmats, Ks, W, H)
+    r2, a2 = render_reference(*ref, viewmats, Ks, W, H)
     torch.testing.assert_close(r1, r2, atol=1e-6, rtol=0)
     (r1.sum() + a1.sum()).backward()
     (r2.sum() + a2.sum()).backward()
@@ -363,7 +302,7 @@ def test_no_gaussians_and_partial_gradients():
     r, _ = rasterize(means, quats, scales, opacities, col, viewmats, Ks, W, H, backend="torch")
     r.square().sum().backward()
     ref_col = colors.clone().requires_grad_(True)
-    r2, _ = reference_render(means, quats, scales, opacities, ref_col, viewmats, Ks, W, H)
+    r2, _ = render_reference(means, quats, scales, opacities, ref_col, viewmats, Ks, W, H)
     r2.square().sum().backward()
     torch.testing.assert_close(col.grad, ref_col.grad, atol=1e-10, rtol=1e-8)
     m = means.clone().requires_grad_(True)
@@ -469,7 +408,7 @@ def test_many_gaussians_random_scene_float32_against_reference():
     means, quats, scales, opacities, colors = random_scene(60, 3, 31, torch.float32)
     opacities = opacities.clamp_min(0.5)
     r1, a1 = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, W, H, backend="torch")
-    r2, a2 = reference_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H)
+    r2, a2 = render_reference(means, quats, scales, opacities, colors, viewmats, Ks, W, H)
     torch.testing.assert_close(r1, r2, atol=1e-4, rtol=0)
     torch.testing.assert_close(a1, a2, atol=1e-4, rtol=0)
 
@@ -488,7 +427,7 @@ def test_gaussians_beyond_the_field_of_view_use_the_clamped_jacobian():
     leaves = _leaves([means, quats, scales, opacities, colors])
     ref = _leaves([means, quats, scales, opacities, colors])
     r1, a1 = rasterize(*leaves, viewmats, Ks, W, H, backend="torch")
-    r2, a2 = reference_render(*ref, viewmats, Ks, W, H)
+    r2, a2 = render_reference(*ref, viewmats, Ks, W, H)
     assert a2.max() > 0.1
     torch.testing.assert_close(r1, r2, atol=1e-6, rtol=0)
     torch.testing.assert_close(a1, a2, atol=1e-6, rtol=0)
@@ -639,3 +578,88 @@ def test_remembered_feature_render_equals_the_full_render():
     for x, y in zip(ours, ref):
         assert x.shape == y.shape
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The reference's official rules (Inria's rasterizer as FiT3D ships it)
+# ----------------------------------------------------------------------------------------------------------
+def _wide_gaussian(x_px: float, y_px: float, sigma_px: float, z: float = 2.0, f: float = 20.0):
+    """One isotropic Gaussian on the optical axis, the principal point at pixel-centre coordinate (x_px, y_px) (so
+    J = f/z I exactly): std sigma_px before the 0.3 px² low-pass, opacity 1, colour 1."""
+    Ks = torch.tensor([[[f, 0, x_px], [0, f, y_px], [0, 0, 1]]], dtype=torch.float64)
+    s = sigma_px * z / f
+    scene = (torch.tensor([[0.0, 0.0, z]], dtype=torch.float64), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64),
+             torch.full((1, 3), s, dtype=torch.float64), torch.ones(1, dtype=torch.float64),
+             torch.ones(1, 1, dtype=torch.float64))  # fmt: skip
+    return scene, torch.eye(4, dtype=torch.float64)[None], Ks
+
+
+def test_official_footprint_is_the_3_sigma_square_on_whole_16px_tiles():
+    """forward.cu:237 radius ceil(3 sqrt(lambda_max)), auxiliary.h getRect: whole 16x16 tiles, or nothing."""
+    Wd, Hd = 64, 48
+    # sigma 10 px: radius ceil(3 sqrt(100.3 + 0.316)) = 31; alpha >= 1/255 reaches 33.3 px. Mean at integer pixel
+    # coordinate 1 (centre 1.5): tiles [0, (1 + 31 + 15) // 16) = [0, 2), so pixels >= 32 are never evaluated.
+    scene, vm, Ks = _wide_gaussian(1.5, 1.5, 10.0)
+    official, a_off = render_reference(*scene, vm, Ks, Wd, Hd, rules=OFFICIAL_RULES)
+    same_else = replace(GSPLAT_RULES, near=0.2, max_alpha=0.99)
+    ours, a_ours = render_reference(*scene, vm, Ks, Wd, Hd, rules=same_else)
+    fast, _ = rasterize(*scene, vm, Ks, Wd, Hd, backend="torch", near=0.2, max_alpha=0.99)
+    torch.testing.assert_close(fast, ours, atol=1e-9, rtol=0)
+    inside = torch.zeros(Hd, Wd, dtype=torch.bool)
+    inside[:32, :32] = True
+    assert torch.all(official[0, ~inside] == 0) and torch.all(a_off[0, ~inside] == 0)
+    torch.testing.assert_close(official[0][inside], ours[0][inside], atol=1e-12, rtol=0)
+    assert float(ours[0, 1, 32, 0]) > 1 / 255  # our rule renders the pixel the official tiles leave out
+    # a mean at 15 (centre 15.5): tiles [0, 3) -> pixel 47, 32 px from the mean (beyond the 31 px square), counts
+    scene, vm, Ks = _wide_gaussian(15.5, 1.5, 10.0)
+    official, _ = render_reference(*scene, vm, Ks, Wd, Hd, rules=OFFICIAL_RULES)
+    assert float(official[0, 1, 47, 0]) > 1 / 255 and float(official[0, 1, 48, 0]) == 0
+    # a mean at 9 (centre 9.5): 16-px tiles [0, 3) reach pixel 40 (31 px away); 8-px tiles would stop at 40
+    scene, vm, Ks = _wide_gaussian(9.5, 1.5, 10.0)
+    official, _ = render_reference(*scene, vm, Ks, Wd, Hd, rules=OFFICIAL_RULES)
+    assert float(official[0, 1, 40, 0]) > 1 / 255
+    # a Gaussian whose square touches no tile is not rendered at all (its faint tail would reach the image)
+    scene, vm, Ks = _wide_gaussian(-32.0, 1.5, 10.0)
+    official, _ = render_reference(*scene, vm, Ks, Wd, Hd, rules=OFFICIAL_RULES)
+    ours, _ = render_reference(*scene, vm, Ks, Wd, Hd, rules=same_else)
+    assert float(official.abs().max()) == 0 and float(ours[0, 1, 0, 0]) > 1 / 255
+
+
+def test_official_alpha_clamp_stop_and_near_plane():
+    """forward.cu:353-360: alpha <= 0.99, stop before T < 1e-4; auxiliary.h:154: z <= 0.2 culled."""
+    viewmats = torch.eye(4, dtype=torch.float64)[None]
+    Ks = torch.tensor([[[20.0, 0, W // 2 + 0.5], [0, 20.0, H // 2 + 0.5], [0, 0, 1]]], dtype=torch.float64)
+    # opacity 1 -> alpha 0.99: T = 0.01, then 1e-4 (not < 1e-4: composited), then 1e-6 < 1e-4: stop
+    r, a = render_reference(*_stack(3, 1.0), viewmats, Ks, W, H, rules=OFFICIAL_RULES)
+    torch.testing.assert_close(r[0, H // 2, W // 2], torch.tensor([0.99 + 0.01 * 0.99 * 2, 0.9999], dtype=r.dtype))
+    torch.testing.assert_close(a[0, H // 2, W // 2, 0], torch.tensor(0.9999, dtype=a.dtype))
+    r, a = render_reference(*_stack(3, 1.0), viewmats, Ks, W, H)  # gsplat: 0.999, then T = 1e-6 <= 1e-4: stop
+    torch.testing.assert_close(a[0, H // 2, W // 2, 0], torch.tensor(0.999, dtype=a.dtype))
+    # float32 opacities whose T lands exactly on float32(1e-4) after the third: the official "<" composites it
+    stack = [t.float() for t in _stack(3, 0.5)]
+    stack[3] = torch.tensor([0.75, 0.98728645, 0.9685375], dtype=torch.float32)
+    _, a = render_reference(*stack, viewmats.float(), Ks.float(), W, H, rules=OFFICIAL_RULES)
+    assert float(a[0, H // 2, W // 2, 0]) == float(1 - torch.tensor(1e-4, dtype=torch.float32))
+    inclusive = replace(OFFICIAL_RULES, t_stop_inclusive=True)
+    _, a = render_reference(*stack, viewmats.float(), Ks.float(), W, H, rules=inclusive)
+    assert float(a[0, H // 2, W // 2, 0]) < 0.9996  # "<=" stops before it
+    means, quats, scales, opacities, colors = _stack(2, 0.6)
+    means[0, 2] = 0.2  # exactly on the official near plane: culled there, kept by z < near
+    r_off, _ = render_reference(means, quats, scales, opacities, colors, viewmats, Ks, W, H, rules=OFFICIAL_RULES)
+    r_ours, _ = render_reference(means, quats, scales, opacities, colors, viewmats, Ks, W, H,
+                                 rules=replace(GSPLAT_RULES, near=0.2))  # fmt: skip
+    assert float(r_off[0, H // 2, W // 2, 0]) == pytest.approx(0.6 * 2.0)  # only the second Gaussian
+    assert float(r_ours[0, H // 2, W // 2, 0]) == pytest.approx(0.6 * 1.0 + 0.4 * 0.6 * 2.0)
+
+
+def test_official_rules_differ_from_ours_by_little_on_a_random_scene():
+    """Same Gaussians, centred principal point: the official rules against the fast renderer at near 0.2,
+    alpha clamp 0.99 (the course's stage-1 settings); the rest (footprint, stop) is a small difference."""
+    viewmats, _ = cameras(2)
+    Ks = torch.tensor([[20.0, 0, W / 2], [0, 22.0, H / 2], [0, 0, 1]], dtype=torch.float64).repeat(2, 1, 1)
+    scene = random_scene(20, 3, 4)
+    fast, a_fast = rasterize(*scene, viewmats, Ks, W, H, backend="torch", near=0.2, max_alpha=0.99)
+    off, a_off = render_reference(*scene, viewmats, Ks, W, H, rules=OFFICIAL_RULES)
+    diff = float((fast - off).abs().max())  # 0.0059 measured
+    assert 1e-3 < diff < 0.02, diff
+    assert float((a_fast - a_off).abs().mean()) < 1e-3

@@ -293,9 +293,9 @@ def test_build_index_tables_from_stats(tmp_path):
     assert f"Probe artifact <code>{headline.hash}</code>" in index  # the headline is not the ablation run
 
     # the headline table: variants × metrics from the stats, segmentation in percent, δ1 as measured
-    rows = {r["cells"][0]["text"]: row_texts(r)[1:] for r in table_with(index, "δ<1.25")[2:]}
+    rows = {r["cells"][0]["text"]: row_texts(r)[1:] for r in table_with(index, "δ<1.25 (%)")[2:]}
     assert list(rows) == ["original", "finetuned", "concat", "add", "linear"]
-    assert rows["original"] == ["41.23", "52.34", "73.45", "0.612", "0.212", "0.701"]
+    assert rows["original"] == ["41.23", "52.34", "73.45", "0.612", "0.212", "70.12"]  # δ<1.25 in % too
     assert rows["concat"][:3] == ["44.56", "55.67", "76.78"]
     aware = table_with(index, "recall@14px")
     heads = row_texts(aware[0])
@@ -352,9 +352,12 @@ def test_random_weights_delta_is_not_a_result(tmp_path):
     assert BANNER_MARK in index
     (ours,) = [r for r in table_with(index, "Δ mIoU") if r["cls"] == "ours"]
     delta = ours["cells"][-1]
-    assert delta["cls"] == "num" and "+3.33" in delta["text"] and "random weights: not a result" in delta["text"]
+    # random weights: no Δ at all (a dash and why), never coloured, and no value of ours marked best
+    assert delta["cls"] == "" and "+3.33" not in delta["text"] and "random weights: no Δ" in delta["text"]
     (d_ours,) = [r for r in table_with(index, "Δ RMSE") if r["cls"] == "ours"]
-    assert d_ours["cells"][-1]["cls"] == "num"  # neither green nor red
+    assert d_ours["cells"][-1]["cls"] == "" and "−0.0136" not in d_ours["cells"][-1]["text"]
+    assert table_with(index, "δ<1.25 (%)") and not re.search(r"<b>[−+]?\d", index)  # no number in bold
+    assert "no value is marked best" in index
     assert "Random-init backbone" in index
 
 
@@ -395,8 +398,9 @@ def test_build_index_ablation_tables(tmp_path):
     assert ours == {"1": ["0.1234", "0.9"], "2": ["0.2345", "0.8"]}  # results first: seg, then depth
     # the paper's Table 8 beside ours, matched by epochs, ours in percent
     t8 = {row_texts(r)[0]: row_texts(r) for r in table_with(index, "fine-tuning time (h)")[1:]}
-    assert t8["1 epoch"][2] == "67.50" and t8["1 epoch"][5] == "12.34" and t8["2 epochs"][5] == "23.45"
-    assert t8["3 epochs"][5] == "—" and "arXiv 2407.20229v1, Table 8 (NYUv2)" in index
+    # the paper's note sits with the paper's columns, ours last
+    assert t8["1 epoch"][2] == "67.50" and t8["1 epoch"][6] == "12.34" and t8["2 epochs"][6] == "23.45"
+    assert t8["3 epochs"][6] == "—" and "arXiv 2407.20229v1, Table 8 (NYUv2)" in index
 
 
 # ---------------------------------------------------------------------------------------------- plotly + browser
@@ -523,9 +527,23 @@ def test_paper_ablations_shown_without_ours(tmp_path):
         assert f"arXiv 2407.20229v1, Table {n}" in index, n
     assert index.count("no ablations artifact yet (notebook 05 makes it)") == 3  # Tables 5, 6, 8
     t8 = {row_texts(r)[0]: row_texts(r) for r in table_with(index, "fine-tuning time (h)")[1:]}
-    assert t8["1 epoch"][2] == "67.50" and t8["1 epoch"][5] == "—"
+    assert t8["1 epoch"][2] == "67.50" and t8["1 epoch"][6] == "—"
     control = {row_texts(r)[1]: row_texts(r) for r in table_with(index, "features")[2:]}
     assert control["dup"][2:] == ["30.31", "0.3676", "41.33", "0.6101"]  # Table 13's control beside our dup
     assert "<code>dup</code> = the original features twice" in index
     # δ<1.25 is ours only, and the page says so beside the headline table
     assert "δ&lt;1.25: ours only: the paper reports RMSE and Rel, no δ&lt;1.25." in index
+
+
+def test_one_corrupt_stats_json_costs_only_its_own_figures_and_is_listed(tmp_path):
+    arts = tmp_path / "artifacts"
+    _artifact(arts, "data", {"n": 1}, {"profile": "smoke", "n_views": 24})
+    bad = _artifact(arts, "probe", {"n": 2}, dict(PROBE, headline=True))
+    (bad.path / "stats.json").write_text('{"stage": "pro')  # truncated, e.g. a full disk
+    built = report.build_report(tmp_path / "report", arts, {"profile": "smoke"})
+    errors = built["figure_errors"]
+    assert set(errors) == {"probe_predictions", "probe_predictions_slide"}, errors  # not every figure
+    assert "unreadable stats.json" in errors["probe_predictions"] and "04_probe" in errors["probe_predictions"]
+    page = (tmp_path / "report" / "artifacts.html").read_text()
+    assert bad.hash in page and "stats.json unreadable" in page  # listed, with a note, not dropped
+    assert str(tmp_path) not in page  # relative paths only

@@ -130,7 +130,7 @@ def test_plan_parameters_validation_lists_keys(tmp_path):
         and "01_ok.ipynb has no parameter 'weights'" in msg
     )
     assert "--set lift.iterationz: not a profile setting" in msg
-    assert "lift.iterations (int)" in msg and "01_ok.ipynb: artifacts_dir, tag, steps" in msg
+    assert "lift.iterations (int)" in msg and "01_ok.ipynb: artifacts_dir (str), tag (int), steps (int)" in msg
     with pytest.raises(runner.ParameterError, match=r"lift.iterations: cannot parse 'many' as int"):
         runner.plan_parameters(nbs, "smoke", {"lift.iterations": "many"}, "artifacts")
     with pytest.raises(runner.ParameterError, match=r"finetune.lr must be > 0"):
@@ -231,6 +231,7 @@ def test_pages_offline_with_banner_everywhere(batch):
         "index.html",
         "artifacts.html",
         "slides.html",
+        "handout.html",
         "glossary.html",
         "fidelity.html",
     }
@@ -272,3 +273,116 @@ def test_rebuild_report_from_executed_notebooks(batch):
     assert index.is_file() and (report / "02_random.html").is_file()
     assert f'class="{BANNER_CLASS}"' in (report / "02_random.html").read_text()
     assert 'href="02_random.html"' in index.read_text()
+
+
+# ------------------------------------------------------------------------------- bad inputs (issue 17, runner)
+
+PAYLOAD_TUPLE = '("x\\"+str(__import__(\\"os\\").system(\\"touch M\\"))+\\"",)'  # the reviewed --set value
+PAYLOAD_TEXT = 'x"+str(__import__("os").system("touch M"))+"\\'  # the same, as text, with a trailing backslash
+
+
+def test_parsing_lives_with_the_settings_and_the_runner_reuses_it():
+    from fit3d_helpers import profiles
+
+    assert runner.parse_overrides is profiles.parse_overrides and runner.ParameterError is profiles.ParameterError
+
+
+def test_papermill_would_write_a_tuple_as_code_so_no_tuple_reaches_it():
+    from papermill.translators import PythonTranslator
+
+    value = runner.parse_value(PAYLOAD_TUPLE)
+    assert isinstance(value, tuple)
+    with pytest.raises((ValueError, SyntaxError)):  # papermill's own text for it is code, not a literal
+        import ast
+
+        ast.literal_eval(PythonTranslator.translate(value))
+    safe = runner.safe_parameter("06.image_path", value)
+    assert safe == list(value)  # plain data, which papermill writes as an escaped literal
+    with pytest.raises(runner.ParameterError, match="set values cannot be passed"):
+        runner.safe_parameter("x", {1, 2})
+    with pytest.raises(runner.ParameterError, match="not a finite number"):
+        runner.safe_parameter("x", float("nan"))
+
+
+def test_planted_code_in_a_parameter_creates_no_file(tmp_path, capsys):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    nbformat.write(
+        _nb('profile = "smoke"\nimage_path = None\nnames = []', "print(repr(image_path)); print(repr(names))"),
+        nbdir / "06_photo.ipynb",
+    )
+    # a tuple for a path: refused before anything runs (the declared type is str | None)
+    rc = cli_main(["run", "--notebooks-dir", str(nbdir), "--set", f"06.image_path={PAYLOAD_TUPLE}"])
+    assert rc == 2 and "06.image_path" in capsys.readouterr().err
+    # the same text as a string, and in a list: they reach the kernel as data, and nothing runs
+    run = runner.run_notebooks(
+        nbdir,
+        "smoke",
+        overrides={"06.image_path": PAYLOAD_TEXT, "06.names": runner.parse_value(PAYLOAD_TUPLE)},
+        build_report=False,
+        echo=lambda s: None,
+    )
+    assert run["ok"] is True
+    assert not (tmp_path / "M").exists() and not (nbdir / "M").exists() and not Path("M").exists()
+    nb = nbformat.read(tmp_path / "report" / "06_photo.ipynb", as_version=4)
+    out = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert out.splitlines() == [repr(PAYLOAD_TEXT), repr([runner.parse_value(PAYLOAD_TUPLE)[0]])]
+
+
+@pytest.mark.parametrize("only", [" ", "", ",", " , "])
+def test_only_that_names_no_notebook_exits_2(tmp_path, capsys, only):
+    nbdir = make_repo(tmp_path)
+    assert cli_main(["run", "--notebooks-dir", str(nbdir), "--only", only]) == 2
+    err = capsys.readouterr().err
+    assert "--only" in err and "names no notebook" in err and "01, 02, 03, 04" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_notebook_knob_of_the_wrong_type_stops_before_any_work(tmp_path, capsys):
+    nbdir = make_repo(tmp_path)
+    assert cli_main(["run", "--notebooks-dir", str(nbdir), "--set", "01.steps=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "--set 01.steps: cannot parse 'abc' as int" in err  # the key and the expected type
+    assert "01_ok.ipynb: artifacts_dir (str), tag (int), steps (int)" in err  # the valid keys, typed
+    assert not (tmp_path / "report").exists()
+    plan = runner.plan_parameters(runner.discover_notebooks(nbdir, "01"), "smoke", {"01.steps": "12"}, None)
+    assert next(iter(plan.values()))["steps"] == 12  # text parsed to the declared int
+
+
+def test_a_notebook_checks_its_own_annotated_parameters():
+    from fit3d_helpers.profiles import ParameterError, check_knobs
+
+    ns = {"__annotations__": {"max_side": int, "image_path": str | None}, "max_side": 518, "image_path": None}
+    check_knobs(ns)  # the defaults pass
+    ns["max_side"] = "abc"  # what `papermill -p max_side abc` injects
+    with pytest.raises(ParameterError, match=r"06_your_photo: max_side: cannot parse 'abc' as int.*max_side \(int\)"):
+        check_knobs(ns, "06_your_photo")
+
+
+@pytest.mark.parametrize("bad", ['{"profile": "smo', "[1, 2]", ""])
+def test_an_unusable_run_json_is_rebuilt_with_a_note(tmp_path, bad):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "run.json").write_text(bad)
+    index = runner.rebuild_report(report, tmp_path / "artifacts")
+    assert "run.json" in index.read_text() and "rebuilt without it" in index.read_text()
+    run = json.loads((report / "run.json").read_text())
+    assert isinstance(run, dict) and "rebuilt without it" in run["note"]
+
+
+def test_run_json_and_artifacts_page_hold_no_absolute_path(batch):
+    root, run, _ = batch
+    for page in ("run.json", "artifacts.html", "index.html"):
+        text = (root / "report" / page).read_text()
+        assert str(root) not in text and str(root.resolve()) not in text, page
+    assert run["root"] == ".." and run["artifacts_dir"] == "artifacts" and run["report_dir"] == "report"
+
+
+def test_pages_show_one_parameters_cell(batch):
+    root, _, _ = batch
+    nb = nbformat.read(root / "report" / "02_random.ipynb", as_version=4)
+    assert sum("parameters" in " ".join(c.metadata.get("tags", [])) for c in nb.cells) == 2  # papermill's two
+    page = (root / "report" / "02_random.html").read_text()
+    assert "injected-parameters" not in page and "# Parameters" not in page
+    # profile, overrides, artifacts_dir and 02.tag=3, each written once in place of its default
+    assert page.count("this run (default: ") == 4 and page.count("this run (default: 0)") == 1

@@ -11,7 +11,8 @@ import pytest
 from fit3d_helpers import pipeline
 from fit3d_helpers.cache import MissingArtifact
 from fit3d_helpers.course.runner import NotebookFailed, execute_notebook
-from fit3d_helpers.profiles import SceneSplit, load_profile
+from fit3d_helpers.profiles import load_profile
+from fit3d_helpers.scenes import SceneSplit
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -76,12 +77,12 @@ def test_moved_artifacts_are_found_by_the_next_stage(tmp_path, tiny_dataset, vit
 def test_nyu_profile_probes_the_official_evaluation_data(tmp_path, vit_small, monkeypatch) -> None:
     """The `nyu` profile (probes only, official protocol) reads eval_data/nyuv2 and eval_data/nyu; the artifact does
     not depend on where eval_data lies."""
-    from fit3d_helpers import evaldata
+    from fit3d_helpers import evaldata_fake
     from fit3d_helpers.backbone import load_backbone
 
     for where in ("a", "b"):
-        evaldata.write_fake_nyuv2(tmp_path / where / "nyuv2", n_train=4, n_val=2, size=(48, 64))
-        evaldata.write_fake_nyu(tmp_path / where / "nyu", n_train=4, n_test=2, size=(48, 64))
+        evaldata_fake.write_fake_nyuv2(tmp_path / where / "nyuv2", n_train=4, n_val=2, size=(48, 64))
+        evaldata_fake.write_fake_nyu(tmp_path / where / "nyu", n_train=4, n_test=2, size=(48, 64))
     over = {"probe.eval_root": str(tmp_path / "a"), "probe.seg_steps": 2, "probe.depth_steps": 2,
             "probe.seg_batch_size": 2, "probe.depth_batch_size": 2, "probe.official_scale": 0.1,
             "probe.num_workers": 0}  # fmt: skip

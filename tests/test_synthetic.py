@@ -156,7 +156,7 @@ def test_generate_scene_is_atomic_and_refuses_overwrite(tmp_path: Path, monkeypa
     def boom(*a, **k):  # type: ignore[no-untyped-def]
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(synthetic, "write_json", boom)  # dies after the PNGs are written, before transforms.json
+    monkeypatch.setattr(synthetic.dataset, "write_json", boom)  # dies after the PNGs, before transforms.json
     with pytest.raises(RuntimeError, match="interrupted"):
         generate_scene(target, show_progress=False, **{**TINY, "n_views": 1})
     assert not target.exists() and list(tmp_path.iterdir()) == []
@@ -166,7 +166,7 @@ def test_generate_scene_is_atomic_and_refuses_overwrite(tmp_path: Path, monkeypa
         generate_scene(target, show_progress=False, **{**TINY, "n_views": 1})
 
 
-def test_dataset_caching_and_resume(tmp_path: Path) -> None:
+def test_dataset_caching_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kw = {"n_train": 1, "n_val": 1, "n_views": 2, "width": 32, "height": 24, "seed": 5, "scene_options": FAST}
     info = generate_dataset(tmp_path, workers=2, **kw)  # two scenes in two processes
     assert not info.cached and info.classes == CLASSES
@@ -184,29 +184,128 @@ def test_dataset_caching_and_resume(tmp_path: Path) -> None:
     assert (again.root, again.train, again.val) == (info.root, info.train, info.val)
     assert (info.train[0] / "transforms.json").stat().st_mtime_ns == stamp
 
-    # an interrupted run: index gone, one scene missing, a half-written temp folder left behind
-    (info.root / "dataset.json").unlink()
-    import shutil
+    # an interrupted run keeps its finished scenes in the key's .resume folder; the next run resumes with them
+    kw6 = {**kw, "seed": 6}
+    real = synthetic.dataset.generate_scene
 
-    shutil.rmtree(info.val[0])
-    stale = info.root / ".val_000.tmp-deadbeef"
+    def dies_on_val(out_dir: str, **k: object) -> Path:
+        if Path(out_dir).name == "val_000":
+            raise RuntimeError("interrupted")
+        return real(out_dir, **k)
+
+    monkeypatch.setattr(synthetic.dataset, "generate_scene", dies_on_val)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        generate_dataset(tmp_path, workers=1, **kw6)
+    monkeypatch.undo()
+    (kd,) = [p.parent for p in tmp_path.glob("*/.resume")]
+    stamp6 = (kd / ".resume" / "train_000" / "transforms.json").stat().st_mtime_ns
+    stale = kd / ".resume" / ".val_000.tmp-deadbeef"  # a half-written scene of the dead run
     (stale / "images").mkdir(parents=True)
     (stale / "transforms.json").write_text("{}")
     with pytest.raises(SceneError):
-        load_scene(stale)  # the stale folder is not a loadable scene ...
-    resumed = generate_dataset(tmp_path, workers=1, **kw)
-    assert not resumed.cached and resumed.val == info.val  # ... and is not listed as one
-    assert not stale.exists() and len(load_scene(resumed.val[0]).views) == 2
-    assert (info.train[0] / "transforms.json").stat().st_mtime_ns == stamp  # complete scene kept
-    assert not any(p.name.startswith(".") for p in info.root.iterdir())
+        load_scene(stale)
+    resumed = generate_dataset(tmp_path, workers=1, **kw6)
+    assert not resumed.cached and resumed.root.parent == kd and [p.name for p in resumed.val] == ["val_000"]
+    assert (resumed.train[0] / "transforms.json").stat().st_mtime_ns == stamp6  # the finished scene was kept
+    assert not (kd / ".resume").exists() and len(load_scene(resumed.val[0]).views) == 2
+    assert not any(p.name.startswith(".") for p in resumed.root.iterdir())
+
+    # a scene deleted by hand from a committed dataset: a new version is made beside it, never repaired in place
+    import shutil
+
+    shutil.rmtree(info.val[0])
+    repaired = generate_dataset(tmp_path, workers=1, **kw)
+    assert not repaired.cached and repaired.root != info.root and len(load_scene(repaired.val[0]).views) == 2
 
     other = generate_dataset(tmp_path, workers=1, **{**kw, "n_views": 1, "n_val": 0})
-    assert other.root != info.root and other.val == []  # different params -> different folder
+    assert other.root.parent != info.root.parent and other.val == []  # different params -> different folder
     forced = generate_dataset(tmp_path, workers=1, force=True, **{**kw, "n_views": 1, "n_val": 0})
-    assert not forced.cached and forced.root == other.root
+    assert not forced.cached and forced.root.parent == other.root.parent and forced.root != other.root
+    assert len(load_scene(other.train[0]).views) == 1  # the replaced version stays readable (grace period)
 
 
 @pytest.mark.skipif(os.environ.get("FIT3D_SLOW_TESTS") != "1", reason="set FIT3D_SLOW_TESTS=1 (about a minute)")
 def test_default_dataset_timing(tmp_path: Path) -> None:
     info = generate_dataset(tmp_path, workers=2)
     assert len(info.train) == 4 and len(info.val) == 2 and info.seconds < 120
+
+
+# ---- datasets are replaced like artifacts: readers never see them half-removed, concurrent runs never collide
+MINI = {"n_train": 1, "n_val": 0, "n_views": 1, "width": 16, "height": 12, "seed": 9, "scene_options": FAST}
+
+
+def _load_until(root: str, report: str, stop: str) -> None:
+    """A notebook or shard loading the scenes over and over; records every failure."""
+    loads, failures = 0, []
+    while not os.path.exists(stop):
+        try:
+            info = generate_dataset(root, workers=1, **MINI)
+            for p in info.train + info.val:
+                assert len(load_scene(p).views) == 1
+                loads += 1
+        except Exception as err:
+            failures.append(repr(err)[:300])
+    Path(report).write_text(json.dumps({"loads": loads, "failures": failures}))
+
+
+def test_force_regeneration_never_breaks_a_reader(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    first = generate_dataset(tmp_path, workers=1, **MINI)
+    report, stop = tmp_path / "report.json", tmp_path / "stop"
+    reader = mp.get_context("fork").Process(target=_load_until, args=(str(tmp_path), str(report), str(stop)))
+    reader.start()
+    try:
+        roots = {generate_dataset(tmp_path, workers=1, force=True, **MINI).root for _ in range(2)}
+    finally:
+        stop.write_text("")
+        reader.join(timeout=60)
+    result = json.loads(report.read_text())
+    assert result["failures"] == [] and result["loads"] > 0, result
+    assert len(roots | {first.root}) == 3 and all(r.parent == first.root.parent for r in roots)
+
+
+def _generate_into(root: str, report: str) -> None:
+    info = generate_dataset(root, workers=1, **MINI)
+    Path(report).write_text(json.dumps({"root": str(info.root), "cached": info.cached}))
+
+
+def test_two_concurrent_generations_both_succeed_under_the_data_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of the same settings (two notebooks, two shards): one renders, the other waits and reuses. With
+    FIT3D_DATA_HOME set (Colab's Drive folder), a relative data root lies under it."""
+    import multiprocessing as mp
+
+    monkeypatch.setenv("FIT3D_DATA_HOME", str(tmp_path / "drive"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    ctx = mp.get_context("fork")
+    reports = [tmp_path / f"r{i}.json" for i in range(2)]
+    procs = [ctx.Process(target=_generate_into, args=("data/synthetic", str(r))) for r in reports]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    results = [json.loads(r.read_text()) for r in reports]
+    assert results[0]["root"] == results[1]["root"] and sorted(r["cached"] for r in results) == [False, True]
+    assert Path(results[0]["root"]).is_relative_to(tmp_path / "drive" / "data" / "synthetic")
+    assert not (tmp_path / "cwd" / "data").exists()
+
+
+def test_a_dataset_of_the_layout_before_versions_is_taken_over_not_rendered_again(tmp_path: Path) -> None:
+    """``<root>/<hash>/train_000`` (no CURRENT) as earlier versions of the course left it: same generator, same
+    files, so its scenes move into the first version instead of being rendered again."""
+    import shutil
+
+    made = generate_dataset(tmp_path, workers=1, **MINI)
+    kd = made.root.parent
+    shutil.move(str(made.train[0]), str(kd / "train_000"))
+    (kd / "dataset.json").write_text("{}")
+    shutil.rmtree(made.root)
+    (kd / "CURRENT").unlink()
+    stamp = (kd / "train_000" / "transforms.json").stat().st_mtime_ns
+    taken = generate_dataset(tmp_path, workers=1, **MINI)
+    assert not taken.cached and (taken.train[0] / "transforms.json").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in kd.iterdir() if not p.name.startswith(".")) == ["CURRENT", taken.root.name]

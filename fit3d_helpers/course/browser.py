@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BrowserUnavailable", "PageCheck", "check_pages", "find_chromium", "report_pages"]
+__all__ = ["MIN_TEXT_PX", "BrowserUnavailable", "PageCheck", "check_pages", "find_chromium", "report_pages"]
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 CHROMIUM_ARGS = (
@@ -38,6 +38,7 @@ CHROMIUM_ARGS = (
     "--enable-unsafe-swiftshader",
     "--host-resolver-rules=MAP * ~NOTFOUND",  # belt and braces: nothing resolves even if a request slipped out
 )
+MIN_TEXT_PX = 16  # smallest readable text on a 1280×720 slide (a projector at the back of a room)
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:", "chrome:", "chrome-error:", "devtools:")
 
 # Settled when every figure is drawn, or when plotly.js is absent after load (a figure can never draw then).
@@ -69,8 +70,39 @@ _SLIDE_JS = """() => {
     return r.width > 0 && r.height > 0 && (r.bottom > bottom + 2 || r.right > box.right + 2 || r.left < box.left - 2);
   }).map(e => e.tagName.toLowerCase() + (e.className && typeof e.className === 'string' ? '.' + e.className : ''));
   const flat = Array.from(s.getElementsByTagName('math')).filter(m => !(m.getBoundingClientRect().width > 0));
+  // text sizes as rendered: CSS font-size × the deck's scale (HTML), × the SVG's screen matrix (SVG text)
+  const deckScale = box.width / (s.offsetWidth || box.width);
+  const label = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+    + (e.className && typeof e.className === 'string' && e.className ? '.' + e.className.split(' ')[0] : '');
+  const texts = [];
+  const walker = document.createTreeWalker(s, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!el || !n.nodeValue.trim() || el.closest('aside.notes,script,style')) continue;
+    if (!(el.getClientRects().length > 0)) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === 'hidden' || cs.display === 'none') continue;
+    let px = parseFloat(cs.fontSize) * deckScale;
+    const svg = el.closest('svg');
+    if (svg && el.namespaceURI === 'http://www.w3.org/2000/svg') {
+      const m = el.getScreenCTM();
+      px = parseFloat(cs.fontSize) * (m ? Math.hypot(m.a, m.b) : 1);
+    }
+    texts.push({px: Math.round(px * 10) / 10, el: label(el), text: n.nodeValue.trim().slice(0, 40)});
+  }
+  texts.sort((a, b) => a.px - b.px);
+  const imgs = Array.from(s.querySelectorAll('img')).filter(i => i.getClientRects().length > 0).map(i => {
+    const r = i.getBoundingClientRect();
+    const scale = i.naturalWidth ? r.width / i.naturalWidth : 0;
+    const minText = parseFloat(i.getAttribute('data-min-text-px') || 'NaN');
+    return {alt: i.getAttribute('alt') || '', natural: [i.naturalWidth, i.naturalHeight],
+            shown: [Math.round(r.width), Math.round(r.height)], scale: Math.round(scale * 1000) / 1000,
+            dpi: parseFloat(i.getAttribute('data-dpi') || 'NaN') || null,
+            text_px: isNaN(minText) ? null : Math.round(minText * scale * 10) / 10};
+  });
   return {n: slides.length, current: i + 1, visible: 1, attr: Number(document.body.getAttribute('data-slide')),
-          title: s.getAttribute('data-title') || '', spill: spill.slice(0, 3), unrendered_maths: flat.length};
+          title: s.getAttribute('data-title') || '', spill: spill.slice(0, 3), unrendered_maths: flat.length,
+          min_text: texts[0] || null, small_text: texts.filter(t => t.px < 16).slice(0, 3), images: imgs};
 }"""
 _CODE_JS = """() => {
   const inputs = Array.from(document.querySelectorAll('.jp-CodeCell .jp-Cell-inputWrapper'));
@@ -148,14 +180,22 @@ class PageCheck:
     navigation_ok: bool | None = None  # a deck: → / ← / Home / End move between slides
     overflowing_slides: list[str] = field(default_factory=list)  # a deck: "N (title)" of slides whose content spills
     slide_screenshots: list[str] = field(default_factory=list)
+    smallest_text: list[str] = field(default_factory=list)  # a deck: "N (title): 16.0 px span …" per slide
+    min_text_px: float | None = None  # a deck: the smallest text on any slide, px at 1280×720
+    small_text: list[str] = field(default_factory=list)  # a deck: text under MIN_TEXT_PX, with slide and element
+    figure_sizes: list[str] = field(default_factory=list)  # a deck: each figure image's display scale and dpi
+    small_figures: list[str] = field(default_factory=list)  # figure images shown below native size (text shrinks)
     code_toggle: str = ""  # a notebook page: "" (no toggle), "ok", or what is wrong
+    viewer_click: str = ""  # the feature-similarity viewer: "" (none on the page), "ok", or what is wrong
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def _check_one(context, path: Path, *, budget_s: float, screenshot: Path | None, max_shot_h: int) -> PageCheck:
+def _check_one(
+    context, path: Path, *, budget_s: float, screenshot: Path | None, max_shot_h: int, strict_figures: bool = True
+) -> PageCheck:
     from playwright.sync_api import Error as PlaywrightError
 
     res = PageCheck(path=str(path))
@@ -205,9 +245,11 @@ def _check_one(context, path: Path, *, budget_s: float, screenshot: Path | None,
 
     deck = page.evaluate("() => document.querySelectorAll('section.slide').length")
     if deck:
-        _check_deck(page, res, deck, screenshot)
+        _check_deck(page, res, deck, screenshot, strict_figures)
     elif page.evaluate("() => document.getElementById('fit3d-code-toggle') !== null"):
         _check_code_toggle(page, res)
+    if page.evaluate("() => document.querySelector('.fit3d-viewer canvas.fv-img') !== null"):
+        _check_viewer(page, res)
 
     if screenshot is not None and not deck:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +261,10 @@ def _check_one(context, path: Path, *, budget_s: float, screenshot: Path | None,
     return res
 
 
-def _check_deck(page, res: PageCheck, n: int, screenshot: Path | None) -> None:
-    """Keys move between slides; no slide spills; one screenshot per slide (``<stem>-NN.png``)."""
+def _check_deck(page, res: PageCheck, n: int, screenshot: Path | None, strict_figures: bool = True) -> None:
+    """Keys move between slides; no slide spills; text ≥ :data:`MIN_TEXT_PX` on every slide (HTML and SVG text as
+    rendered; a figure image must be shown at ≥ its native size, or carry ``data-min-text-px`` whose value times the
+    display scale is ≥ 16 px); one screenshot per slide (``<stem>-NN.png``)."""
     page.set_viewport_size({"width": 1280, "height": 720})
     res.slides = n
 
@@ -241,6 +285,25 @@ def _check_deck(page, res: PageCheck, n: int, screenshot: Path | None) -> None:
         s = at()
         if s.get("spill"):
             res.overflowing_slides.append(f"{i} ({s.get('title')}): {', '.join(s['spill'])}")
+        where = f"slide {i} ({s.get('title')})"
+        if s.get("min_text"):
+            t = s["min_text"]
+            res.smallest_text.append(f"{where}: {t['px']} px {t['el']} “{t['text']}”")
+            res.min_text_px = t["px"] if res.min_text_px is None else min(res.min_text_px, t["px"])
+        for t in s.get("small_text") or []:
+            res.small_text.append(f"{where}: {t['px']} px < {MIN_TEXT_PX} px in {t['el']} “{t['text']}”")
+        for im in s.get("images") or []:
+            txt = f", text ≈ {im['text_px']} px" if im.get("text_px") is not None else ""
+            res.figure_sizes.append(
+                f"{where}: <img alt='{im['alt'][:30]}'> {im['natural'][0]}×{im['natural'][1]} px at {im['dpi'] or '?'} "
+                f"dpi shown at {im['shown'][0]}×{im['shown'][1]} (scale {im['scale']}){txt}"
+            )
+            ok = im["scale"] >= 0.999 or (im.get("text_px") is not None and im["text_px"] >= MIN_TEXT_PX)
+            if not ok:
+                res.small_figures.append(
+                    f"{where}: <img alt='{im['alt'][:30]}'> shown at {im['scale']:.2f}× its native size"
+                    + (f" (its smallest text ≈ {im['text_px']} px)" if im.get("text_px") is not None else "")
+                )
         if s.get("unrendered_maths"):
             res.problems.append(f"slide {i} ({s.get('title')}): {s['unrendered_maths']} formula(s) not laid out")
         if screenshot is not None:
@@ -254,6 +317,41 @@ def _check_deck(page, res: PageCheck, n: int, screenshot: Path | None) -> None:
         page.keyboard.press("ArrowRight")
     if res.overflowing_slides:
         res.problems.append(f"content runs off {len(res.overflowing_slides)} slide(s): {res.overflowing_slides[:3]}")
+    if res.small_text:
+        res.problems.append(f"text smaller than {MIN_TEXT_PX} px at 1280×720: {res.small_text[:3]}")
+    if res.small_figures and strict_figures:
+        res.problems.append(
+            f"{len(res.small_figures)} figure image(s) shown below native size, so their text shrinks "
+            f"(draw them at slide size, or set data-min-text-px): {res.small_figures[:3]}"
+        )
+
+
+_HEAT_JS = """() => Array.from(document.querySelectorAll('.fit3d-viewer canvas.fv-heat')).map(c => [
+    c.dataset.argmax || '', Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+        .filter((_, i) => i % 4 === 0)).reduce((a, b) => a + b, 0)])"""
+
+
+def _check_viewer(page, res: PageCheck) -> None:
+    """The click-a-pixel viewer (``course/viewer.py``): a click in the first view must redraw the heat maps of the
+    other views (their pixels change and each names its best match), and a click elsewhere must move them again."""
+    img = page.locator(".fit3d-viewer canvas.fv-img").first
+    img.scroll_into_view_if_needed()
+    box = img.bounding_box()
+    states = [page.evaluate(_HEAT_JS)]
+    for fx, fy in ((0.2, 0.3), (0.8, 0.7)):
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.wait_for_timeout(100)
+        states.append(page.evaluate(_HEAT_JS))
+    wrong = []
+    if not states[1] or any(not argmax for argmax, _ in states[1]):
+        wrong.append("a click left a heat map without a best match")
+    if states[1] == states[0]:
+        wrong.append("a click did not change the heat maps")
+    if states[2] == states[1]:
+        wrong.append("a second click elsewhere did not move them")
+    res.viewer_click = "; ".join(wrong) or "ok"
+    if wrong:
+        res.problems.append(f"feature viewer: {res.viewer_click}")
 
 
 def _check_code_toggle(page, res: PageCheck) -> None:
@@ -285,6 +383,7 @@ def check_pages(
     screenshot_dir: str | Path | None = None,
     width: int = 1280,
     max_screenshot_height: int = 6000,
+    strict_figures: bool = True,
 ) -> list[PageCheck]:
     """Load each page in one headless Chromium; see :class:`PageCheck`. Raises :class:`BrowserUnavailable`
     (a FileNotFoundError) without Chromium or the playwright package."""
@@ -313,7 +412,14 @@ def check_pages(
                     continue
                 shot = Path(screenshot_dir) / (p.stem + ".png") if screenshot_dir is not None else None
                 results.append(
-                    _check_one(context, p, budget_s=budget_s, screenshot=shot, max_shot_h=max_screenshot_height)
+                    _check_one(
+                        context,
+                        p,
+                        budget_s=budget_s,
+                        screenshot=shot,
+                        max_shot_h=max_screenshot_height,
+                        strict_figures=strict_figures,
+                    )
                 )
         finally:
             browser.close()
@@ -352,13 +458,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--screenshot", metavar="DIR", default=None, help="save one PNG per page into DIR")
     ap.add_argument("--budget", type=float, default=15.0, help="seconds per page to load and draw (default 15)")
     ap.add_argument("--chromium", default=None, help="browser binary (default: /usr/bin/chromium)")
+    ap.add_argument(
+        "--allow-small-figures",
+        action="store_true",
+        help="report figure images shown below native size without failing",
+    )
     args = ap.parse_args(argv)
     pages = [Path(p) for p in args.pages] or report_pages(args.report_dir)
     if not pages:
         print(f"no pages: {args.report_dir}/index.html does not exist", file=sys.stderr)
         return 1
     try:
-        results = check_pages(pages, chromium=args.chromium, budget_s=args.budget, screenshot_dir=args.screenshot)
+        results = check_pages(
+            pages,
+            chromium=args.chromium,
+            budget_s=args.budget,
+            screenshot_dir=args.screenshot,
+            strict_figures=not args.allow_small_figures,
+        )
     except BrowserUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -371,7 +488,12 @@ def main(argv: list[str] | None = None) -> int:
             f"banner={'yes' if r.banner else 'no'}, {r.load_s:.1f} s{extra}"
             + (f", {r.slides} slides, navigation {'ok' if r.navigation_ok else 'BROKEN'}" if r.slides else "")
             + (f", code toggle {r.code_toggle}" if r.code_toggle else "")
+            + (f", viewer click {r.viewer_click}" if r.viewer_click else "")
         )
+        if r.smallest_text:
+            print(f"     smallest text on any slide: {r.min_text_px} px (at 1280×720; ≥ {MIN_TEXT_PX} required)")
+        for f in r.figure_sizes:
+            print(f"     figure {f}")
         for p in r.problems:
             print(f"     - {p}")
         for c in r.console_errors[:3]:

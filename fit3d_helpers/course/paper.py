@@ -60,6 +60,10 @@ __all__ = [
     "main_summary",
     "assembly_miou",
     "epochs_miou",
+    "TRAIN_SCENES",
+    "VAL_SCENES",
+    "GPU",
+    "training_compute",
 ]
 
 ARXIV = "arXiv 2407.20229v1"
@@ -362,3 +366,32 @@ def assembly_miou() -> dict[str, float]:
 def epochs_miou() -> dict[int, float]:
     """Table 8, NYUv2 seg mIoU by fine-tuning epochs."""
     return {int(r.value): r.seg.miou for r in ablation_rows("epochs") if r.seg is not None}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training compute, from the paper's own figures (what the cost slide multiplies; nothing here is measured)
+# ----------------------------------------------------------------------------------------------------------
+
+TRAIN_SCENES = 230  # ScanNet++ training scenes (§4.1)
+VAL_SCENES = 50  # ScanNet++ validation scenes, lifted too (the probes' ScanNet++ evaluation uses them)
+GPU = "one NVIDIA A100"
+
+
+def training_compute() -> dict[str, float | int | str]:
+    """Stage 1 at 64-d (Table 5: hours per scene) × every lifted scene, plus stage 2 (Table 8: one epoch), in GPU
+    hours, each with its source."""
+    t5 = next(r for r in ablation_rows("feature_dim") if r.value == 64)
+    t8 = next(r for r in ablation_rows("epochs") if r.value == 1)
+    assert t5.hours is not None and t8.hours is not None
+    scenes = TRAIN_SCENES + VAL_SCENES
+    stage1 = t5.hours * scenes
+    return {
+        "stage1_h_per_scene": t5.hours,
+        "stage1_source": t5.source,
+        "scenes": scenes,
+        "stage1_h": stage1,
+        "stage2_h": t8.hours,
+        "stage2_source": t8.source,
+        "total_h": stage1 + t8.hours,
+        "gpu": GPU,
+    }

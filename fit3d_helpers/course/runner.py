@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import datetime as _dt
+import math
 import os
 import platform
 import re
@@ -31,7 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..utils import RANDOM_WEIGHTS_BANNER, read_json, write_json
+from ..profiles import ParameterError, check_knob, knob_type, parse_overrides, parse_value, type_name
+from ..utils import RANDOM_WEIGHTS_BANNER, write_json
+from .context import read_run_json, rel_path, run_artifacts_dir, run_root
 
 __all__ = [
     "NotebookFailed",
@@ -47,10 +50,6 @@ __all__ = [
 
 NOTEBOOK_RE = re.compile(r"^(?P<num>\d{2})_[^/]*\.ipynb$")
 KERNEL_NAME = "python3"
-
-
-class ParameterError(ValueError):
-    """A ``--set`` key that no selected notebook defines, a bad ``--only``, or a notebook without parameters."""
 
 
 class NotebookFailed(RuntimeError):
@@ -80,11 +79,17 @@ def discover_notebooks(notebooks_dir: str | Path = "notebooks", only: str | Iter
     if not notebooks_dir.is_dir():
         raise ParameterError(f"notebooks folder {notebooks_dir} does not exist")
     found = sorted(p for p in notebooks_dir.iterdir() if NOTEBOOK_RE.match(p.name) and p.is_file())
-    if only is None or only == "" or only == []:
+    if only is None:
         if not found:
             raise ParameterError(f"no NN_*.ipynb notebooks in {notebooks_dir}")
         return found
-    wanted = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if str(s).strip()]
+    wanted = [str(s).strip() for s in (only.split(",") if isinstance(only, str) else only) if str(s).strip()]
+    if not wanted:
+        have = ", ".join(notebook_number(p) for p in found) or "none"
+        raise ParameterError(
+            f"--only {only!r} names no notebook: give numbers like 01,03 (found in {notebooks_dir}: {have}), "
+            "or leave --only out to run them all"
+        )
     picked, missing = [], []
     for w in wanted:
         if not str(w).isdigit():
@@ -98,68 +103,76 @@ def discover_notebooks(notebooks_dir: str | Path = "notebooks", only: str | Iter
     return sorted(set(picked), key=lambda p: found.index(p))
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: a Python literal (``3``, ``1e-4``, ``True``, ``None``, ``[1, 2]``, ``'x'``), else text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
+def inspect_parameters(path: str | Path) -> dict[str, Any]:
+    """Names → defaults (as source text) of the notebook's ``parameters`` cell (papermill's inspector)."""
+    return {name: spec.get("default") for name, spec in _inspect(path).items()}
 
 
-def parse_overrides(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    """``["lift.iterations=300", "02.scene_index=1"]`` (or a dict of the same keys) → ``{key: value}``.
+def _inspect(path: str | Path) -> dict[str, Any]:
+    import papermill
 
-    Three kinds of key: a profile setting (``lift.iterations``, ``seed``: every notebook gets it in its ``overrides``
-    dict, parsed to the setting's type), ``NN.knob`` (notebook NN's own parameter) and a plain ``knob`` (every
-    selected notebook that defines it). Values are Python literals, else text. Checked by :func:`plan_parameters`.
-    """
-    if items is None:
-        return {}
-    if isinstance(items, Mapping):
-        pairs = [(str(k), v) for k, v in items.items()]
-    else:
-        pairs = []
-        for item in items:
-            if "=" not in item:
-                raise ParameterError(
-                    f"--set takes key=value (a profile setting such as lift.iterations=2000, or NN.knob=value "
-                    f"for notebook NN's own parameter); got {item!r}"
-                )
-            k, v = item.split("=", 1)
-            pairs.append((k.strip(), parse_value(v.strip())))
+    return dict(papermill.inspect_notebook(str(path)))
+
+
+def declared_types(defaults: Mapping[str, Any], annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Each notebook parameter's type: its annotation, else the type of its default (source text, read with
+    ``ast.literal_eval``: never run). See :func:`fit3d_helpers.profiles.knob_type`."""
     out: dict[str, Any] = {}
-    for k, v in pairs:
-        first, _, rest = k.partition(".")
-        if first.isdigit() and rest:
-            if not rest.isidentifier():
-                raise ParameterError(
-                    f"--set {k}: {rest!r} is not a notebook parameter name (profile settings take no NN. "
-                    "prefix: they reach every notebook, so each stage finds the one before)"
-                )
-            k = f"{int(first):02d}.{rest}"
-        elif not all(part.isidentifier() for part in k.split(".")):
-            raise ParameterError(f"--set key {k!r} is neither a profile setting (section.name) nor NN.knob")
-        if k.rpartition(".")[2] in ("profile", "overrides"):
-            raise ParameterError("set the profile with --profile, and profile settings with --set section.name=value")
-        out[k] = v
+    for name, text in defaults.items():
+        try:
+            default = ast.literal_eval(text) if isinstance(text, str) else text
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            default = object()  # not a literal (e.g. a call): any literal value is accepted
+        out[name] = knob_type(default, (annotations or {}).get(name))
     return out
 
 
-def inspect_parameters(path: str | Path) -> dict[str, Any]:
-    """Names → defaults (as source text) of the notebook's ``parameters`` cell (papermill's inspector)."""
-    import papermill
+_PLAIN = (type(None), bool, int, float, str)
 
-    info = papermill.inspect_notebook(str(path))
-    return {name: spec.get("default") for name, spec in info.items()}
+
+def safe_parameter(key: str, value: Any) -> Any:
+    """``value`` as plain data papermill writes as a Python literal: None, bool, int, finite float, str, lists and
+    dicts (str keys) of them; tuples become lists. Anything else raises :class:`ParameterError`.
+
+    papermill writes a value it does not know (a tuple, a set, bytes) as ``"<str(value)>"`` without escaping, which
+    lets text in a value end the string and run as code in the injected cell. So only plain data reaches it, and what
+    it writes is read back with ``ast.literal_eval`` (which runs nothing) and must give the value again."""
+    from papermill.translators import PythonTranslator
+
+    def plain(v: Any, where: str) -> Any:
+        if type(v) in _PLAIN:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ParameterError(f"{where}: {v!r} is not a finite number")
+            return v
+        if type(v) in (list, tuple):
+            return [plain(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if type(v) is dict:
+            if not all(type(k) is str for k in v):
+                raise ParameterError(f"{where}: dict keys must be text, got {list(v)!r}")
+            return {k: plain(x, f"{where}[{k!r}]") for k, x in v.items()}
+        raise ParameterError(
+            f"{where}: {type(v).__name__} values cannot be passed to a notebook (use None, True/False, a number, "
+            "text, or a list or dict of them)"
+        )
+
+    out = plain(value, key)
+    code = PythonTranslator.translate(out)
+    try:
+        back = ast.literal_eval(code)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        back = _NOT_A_LITERAL
+    if back != out:  # never hand papermill a value it would write as anything but that literal
+        raise ParameterError(f"{key}: papermill would not write {value!r} as a plain literal; refusing to inject it")
+    return out
+
+
+_NOT_A_LITERAL = object()
 
 
 def _rel_to(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` when inside it (so the notebooks' default ``"artifacts"`` is kept)."""
-    path = path.resolve()
-    try:
-        return str(path.relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
+    """``path`` relative to ``root`` (``..`` when outside it; the kernels run in ``root``), so the notebooks' default
+    ``"artifacts"`` is kept and ``run.json`` holds no absolute path of the build machine."""
+    return rel_path(path, root)
 
 
 def _split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -189,8 +202,15 @@ def plan_parameters(
     from ..profiles import ConfigError, load_profile, valid_keys_text
 
     overrides = dict(overrides or {})
+    annotations: dict[Path, dict[str, str]] = {}
     if defined is None:
-        defined = {nb: inspect_parameters(nb) for nb in notebooks}
+        specs = {nb: _inspect(nb) for nb in notebooks}
+        defined = {nb: {k: v.get("default") for k, v in sp.items()} for nb, sp in specs.items()}
+        annotations = {
+            nb: {k: v["inferred_type_name"] for k, v in sp.items() if v.get("inferred_type_name") not in (None, "None")}
+            for nb, sp in specs.items()
+        }
+    types_of = {nb: declared_types(defined[nb], annotations.get(nb)) for nb in notebooks}
     settings, knobs = _split_overrides(overrides)
     problems: list[str] = []
     for nb in notebooks:
@@ -212,14 +232,26 @@ def plan_parameters(
                 problems.append(f"--set {key}: notebook {prefix} is not selected (selected: {', '.join(by_num)})")
             elif name not in defined[nb] or name in ("profile", "overrides"):
                 problems.append(f"--set {key}: {nb.name} has no parameter {name!r}")
+            else:
+                problems += _knob_problems(key, knobs[key], [nb], types_of)
         elif "." in key:
             problems.append(f"--set {key}: not a profile setting")
         elif not any(name in defined[nb] for nb in notebooks):
             problems.append(f"--set {key}: neither a profile setting nor a parameter of a selected notebook")
+        else:
+            problems += _knob_problems(key, knobs[key], [nb for nb in notebooks if name in defined[nb]], types_of)
     if problems:
         valid_settings = valid_keys_text()
         valid = "\n".join(
-            f"  {nb.name}: {', '.join(k for k in defined[nb] if k not in ('profile', 'overrides')) or '(none)'}"
+            f"  {nb.name}: "
+            + (
+                ", ".join(
+                    f"{k} ({type_name(types_of[nb][k]) if types_of[nb][k] is not None else 'any'})"
+                    for k in defined[nb]
+                    if k not in ("profile", "overrides")
+                )
+                or "(none)"
+            )
             for nb in notebooks
         )
         raise ParameterError(
@@ -230,22 +262,36 @@ def plan_parameters(
         )
     typed = {k: _typed(k, v) for k, v in settings.items()}
     plan: dict[Path, dict[str, Any]] = {}
+    knob_values = {k: v for k, v in knobs.items()}
     for nb in notebooks:
         params: dict[str, Any] = {"profile": profile}
         if "overrides" in defined[nb]:
             params["overrides"] = typed
         if artifacts_dir is not None and "artifacts_dir" in defined[nb]:
             params["artifacts_dir"] = artifacts_dir
-        for key, value in knobs.items():
+        for key, value in knob_values.items():
             prefix, _, name = key.rpartition(".")
             if not prefix and name in defined[nb]:
-                params[name] = value
-        for key, value in knobs.items():  # notebook-specific keys win over global ones
+                params[name] = check_knob(key, value, types_of[nb][name])
+        for key, value in knob_values.items():  # notebook-specific keys win over global ones
             prefix, _, name = key.rpartition(".")
             if prefix and prefix == notebook_number(nb):
-                params[name] = value
-        plan[nb] = params
+                params[name] = check_knob(key, value, types_of[nb][name])
+        plan[nb] = {k: safe_parameter(k, v) for k, v in params.items()}
     return plan
+
+
+def _knob_problems(key: str, value: Any, notebooks: Sequence[Path], types_of: Mapping[Path, Any]) -> list[str]:
+    """Why ``value`` does not fit the declared type of ``key`` in each notebook that defines it (empty when it fits)."""
+    name = key.rpartition(".")[2]
+    out = []
+    for nb in notebooks:
+        t = types_of[nb][name]
+        try:
+            safe_parameter(key, check_knob(key, value, t))
+        except ParameterError as e:
+            out.append(f"--set {e} ({nb.name} declares {name}: {type_name(t) if t is not None else 'any'})")
+    return out
 
 
 def _typed(key: str, value: Any) -> Any:
@@ -377,6 +423,8 @@ def run_notebooks(
     timeout: float | None = None,
     build_report: bool = True,
     echo: Callable[[str], None] | None = None,
+    title: Mapping[str, str] | None = None,
+    extras: bool = False,
 ) -> dict[str, Any]:
     """Execute the selected notebooks in order, export each to HTML, write ``run.json`` and the index.
 
@@ -422,16 +470,17 @@ def run_notebooks(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "date": _now(),
-        "cwd": str(root),
+        # paths relative to the checkout (``root``: relative to the report folder), never the machine's absolute ones
+        "root": rel_path(root, report_dir),
         "notebooks_dir": _rel_to(notebooks_dir, root),
         "artifacts_dir": artifacts_param,
-        "artifacts_dir_abs": str(artifacts_path.resolve()),
-        "report_dir": str(report_dir),
+        "report_dir": _rel_to(report_dir, root),
         "kernel": kernel_name,
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     run_json = report_dir / "run.json"
     previous = _previous_records(run_json, profile, {r.name for r in records})
+    run["title"] = _title(run_json, title)
 
     def save(ok: bool | None) -> dict[str, Any]:
         mine = {r.name: asdict(r) for r in records}
@@ -495,12 +544,19 @@ def run_notebooks(
                 os.environ[k] = v
         final = save(ok)
         if build_report:
-            _finish_report(report_dir, artifacts_path, final, echo)
+            _finish_report(report_dir, artifacts_path, final, echo, extras=extras)
     return final
 
 
+def _title(run_json: Path, title: Mapping[str, str] | None) -> dict[str, str]:
+    """The deck's title fields (presenter, course, date): the previous ``run.json``'s, updated by ``title``."""
+    old, _ = read_run_json(run_json)
+    kept = old.get("title") if isinstance(old.get("title"), dict) else {}
+    return {k: str(v) for k, v in {**kept, **(title or {})}.items() if k in ("presenter", "course", "date")}
+
+
 def _page_has_banner(html_path: Path) -> bool:
-    from .report import BANNER_CLASS
+    from ..utils import BANNER_CLASS
 
     with open(html_path, encoding="utf-8") as f:
         return f'class="{BANNER_CLASS}"' in f.read()
@@ -508,18 +564,19 @@ def _page_has_banner(html_path: Path) -> bool:
 
 def _previous_records(run_json: Path, profile: str, names: set[str]) -> dict[str, dict[str, Any]]:
     """Entries of an earlier run of the same profile for notebooks this run does not touch (``--only``)."""
-    if not run_json.is_file():
+    old, _ = read_run_json(run_json)  # unreadable or not a record: nothing to keep
+    if old.get("profile") != profile or not isinstance(old.get("notebooks"), list):
         return {}
-    try:
-        old = read_json(run_json)
-    except (OSError, ValueError):
-        return {}
-    if old.get("profile") != profile:
-        return {}
-    return {r["name"]: dict(r, from_previous_run=True) for r in old.get("notebooks", []) if r.get("name") not in names}
+    return {
+        r["name"]: dict(r, from_previous_run=True)
+        for r in old["notebooks"]
+        if isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"] not in names
+    }
 
 
-def _finish_report(report_dir: Path, artifacts_dir: Path, run: dict[str, Any], echo: Callable[[str], None]) -> None:
+def _finish_report(
+    report_dir: Path, artifacts_dir: Path, run: dict[str, Any], echo: Callable[[str], None], *, extras: bool = False
+) -> None:
     """Random-weights banner on every notebook page when any page or stats.json of this profile says so; then the
     figures (``report/figures/*.png``) and the report's own pages: index, slides, glossary, fidelity, artifacts
     (:func:`fit3d_helpers.course.report.build_report`). A failure is reported, never raised: the notebook pages stay."""
@@ -533,6 +590,14 @@ def _finish_report(report_dir: Path, artifacts_dir: Path, run: dict[str, Any], e
                 _report.apply_banner(p, RANDOM_WEIGHTS_BANNER)
     except Exception as e:
         echo(f"putting the random-weights banner on the pages failed: {type(e).__name__}: {e}")
+    if extras:  # the command line's runs: the deck's inference-cost slide (measured once, then cached)
+        try:
+            from ..inference_cost import measure_inference_cost
+
+            echo("inference cost: measuring one vs two ViT-S/14 on this CPU (once; cached in artifacts/)")
+            measure_inference_cost(artifacts_dir)
+        except Exception as e:
+            echo(f"measuring the inference cost failed: {type(e).__name__}: {e}")
     try:
         built = _report.build_report(report_dir, artifacts_dir, run)
     except Exception as e:
@@ -542,29 +607,50 @@ def _finish_report(report_dir: Path, artifacts_dir: Path, run: dict[str, Any], e
         echo(f"    figure {name} not drawn: {why}")
     figs = ", ".join(sorted(built["figures"])) or "none (their artifacts are missing)"
     echo(f"report: {built['index']} (slides: {built['slides'].name}; figures: {figs})")
+    if extras:  # slides.pdf and handout.pdf, printed by headless Chromium when it is present
+        from .handout import print_pdfs
+
+        print_pdfs(report_dir, echo)
 
 
-def rebuild_report(report_dir: str | Path = "report", artifacts_dir: str | Path | None = None) -> Path:
-    """Re-export every executed ``report/NN_*.ipynb`` and rebuild the index (no notebook is run)."""
+def rebuild_report(
+    report_dir: str | Path = "report",
+    artifacts_dir: str | Path | None = None,
+    *,
+    title: Mapping[str, str] | None = None,
+    pdf: bool = False,
+) -> Path:
+    """Re-export every executed ``report/NN_*.ipynb`` and rebuild the index (no notebook is run). ``title``: the
+    deck's presenter / course / date, kept in ``run.json``; ``pdf``: measure the inference cost (once) and print
+    ``slides.pdf`` and ``handout.pdf``."""
     from . import report as _report
 
     report_dir = Path(report_dir)
     run_path = report_dir / "run.json"
-    run = read_json(run_path) if run_path.is_file() else {}
-    root = Path(run.get("cwd") or report_dir.resolve().parent)
-    nb_dir = root / run.get("notebooks_dir", "notebooks")
+    run, note = read_run_json(run_path)
+    if note:  # truncated, not JSON, or a list: rebuild from the executed notebooks, and say so on the index
+        print(f"note: {note}", flush=True)
+        run = {"note": note}
+    root = run_root(report_dir, run)
+    nb_dir = root / str(run.get("notebooks_dir") or "notebooks")
     if artifacts_dir is None:
-        artifacts_dir = run.get("artifacts_dir_abs") or root / "artifacts"
-    recs = {r["name"]: r for r in run.get("notebooks", [])}
+        artifacts_dir = run_artifacts_dir(report_dir, run)
+    listed = run.get("notebooks") if isinstance(run.get("notebooks"), list) else []
+    recs = {r["name"]: r for r in listed if isinstance(r, dict) and isinstance(r.get("name"), str)}
     for ipynb in sorted(report_dir.glob("[0-9][0-9]_*.ipynb")):
         html_path = ipynb.with_suffix(".html")
         _report.export_html(ipynb, html_path, source_dir=nb_dir)
+        if ipynb.stem not in recs and note:
+            recs[ipynb.stem] = {"name": ipynb.stem, "html": html_path.name, "status": "unknown (run.json was lost)"}
         if ipynb.stem in recs:
             recs[ipynb.stem]["random_weights"] = _page_has_banner(html_path)
-    if recs:
-        run["notebooks"] = list(recs.values())
+    if title:
+        run["title"] = _title(run_path, title)
+    if recs or note or title:
+        if recs or note:
+            run["notebooks"] = sorted(recs.values(), key=lambda r: r["name"])
         write_json(run_path, run)
-    _finish_report(report_dir, Path(artifacts_dir), run, lambda s: print(s, flush=True))
+    _finish_report(report_dir, Path(artifacts_dir), run, lambda s: print(s, flush=True), extras=pdf)
     return report_dir / "index.html"
 
 
@@ -604,6 +690,8 @@ def main_run(args: Any) -> int:
             artifacts_dir=args.artifacts,
             log_output=args.log_output,
             timeout=args.timeout,
+            title={k: getattr(args, k) for k in ("presenter", "course", "date") if getattr(args, k, None) is not None},
+            extras=not getattr(args, "no_pdf", False),
         )
     except ParameterError as e:
         print(f"error: {e}", file=sys.stderr)

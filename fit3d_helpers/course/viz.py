@@ -187,6 +187,7 @@ def loss_figure(
     smooth: int = 10,
     logy: bool = True,
     counts: Sequence[int] | None = None,
+    ylabel: str = "loss",
 ) -> plt.Figure:
     """Loss curves (raw, faint, and a moving average), optionally the number of Gaussians on a second axis."""
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
@@ -203,6 +204,7 @@ def loss_figure(
         else:
             ax.lines[-1].set_label(name)
     ax.set_xlabel("step")
+    ax.set_ylabel(ylabel + (" (log scale)" if logy else ""))
     if logy:
         ax.set_yscale("log")
     handles, labels = ax.get_legend_handles_labels()
@@ -285,8 +287,9 @@ def gaussians_figure(
     import plotly.graph_objects as go
 
     keep = torch.arange(means.shape[0])
-    if opacities is not None:
-        keep = keep[opacities.detach() > 0.2]
+    if opacities is not None:  # the opaque ones; a short fit (< ~16 iterations) has none yet: its 1,000 most opaque
+        opaque = keep[opacities.detach() > 0.2]
+        keep = opaque if len(opaque) else keep[opacities.detach().argsort(descending=True)[:1000]]
     if len(keep) > max_points:
         keep = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:max_points]]
     m, f = means.detach()[keep].numpy(), features.detach()[keep].float()
@@ -334,8 +337,9 @@ def in_colab() -> bool:
 def setup_notebook(artifacts_dir: str = "artifacts", drive_folder: str | None = None) -> str:
     """Run once at the top of each notebook; returns the artifacts folder to use.
 
-    * plotly: Colab's own renderer in Colab, else ``"notebook"`` (plotly.js inlined in the output, so the exported HTML
-      of a batch run renders offline);
+    * plotly: Colab's own renderer in Colab; in a batch run (FIT3D_BATCH=1) ``"notebook"`` (plotly.js inlined in the
+      output, so the exported HTML renders offline); elsewhere (JupyterLab, Jupyter, VS Code) plotly's mime bundle as
+      well, which JupyterLab draws interactively with the ``jupyterlab-plotly`` extension that plotly ships;
     * working directory: the repository root when started in ``notebooks/`` (paths are relative to the root);
     * ``drive_folder`` (Colab): mounts Google Drive and keeps the artifacts in ``MyDrive/<drive_folder>/artifacts``, so
       a notebook opened later from its badge (a fresh runtime) finds what earlier notebooks made (keys are portable).
@@ -348,7 +352,8 @@ def setup_notebook(artifacts_dir: str = "artifacts", drive_folder: str | None = 
 
     global _STARTED
     _STARTED = time.time()
-    pio.renderers.default = "colab" if in_colab() and os.environ.get("FIT3D_BATCH") != "1" else "notebook"
+    batch = os.environ.get("FIT3D_BATCH") == "1"
+    pio.renderers.default = "notebook" if batch else "colab" if in_colab() else "plotly_mimetype+notebook"
     here = Path.cwd()
     if here.name == "notebooks" and (here.parent / "pyproject.toml").is_file():
         os.chdir(here.parent)  # paths in the course are relative to the repo root (papermill runs there too)
@@ -361,20 +366,20 @@ def setup_notebook(artifacts_dir: str = "artifacts", drive_folder: str | None = 
         drive.mount("/content/drive")
         artifacts_dir = f"/content/drive/MyDrive/{drive_folder}/artifacts"
         Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
-        print(f"artifacts on Google Drive: {artifacts_dir}")
+        # the generated scenes too (relative data roots resolve under it: synthetic.dataset.data_root)
+        os.environ["FIT3D_DATA_HOME"] = f"/content/drive/MyDrive/{drive_folder}"
+        print(f"artifacts and generated scenes on Google Drive: {artifacts_dir}, {os.environ['FIT3D_DATA_HOME']}/data")
     return artifacts_dir
 
 
 def weights_banner(weights: str) -> None:
     """A loud red banner (HTML in Jupyter, plain text in logs) when the backbone's weights are random."""
-    from IPython.display import HTML, display
+    from IPython.display import display
 
-    from ..utils import RANDOM_WEIGHTS_BANNER
-    from .report import banner_html
+    from ..utils import RANDOM_WEIGHTS_BANNER, banner_html
 
-    if weights == "random":
-        print(RANDOM_WEIGHTS_BANNER)
-        display(HTML(banner_html(RANDOM_WEIGHTS_BANNER)))  # the report's banner, one implementation
+    if weights == "random":  # one output: Jupyter and the report draw the HTML, logs and terminals read the text
+        display({"text/plain": RANDOM_WEIGHTS_BANNER, "text/html": banner_html(RANDOM_WEIGHTS_BANNER)}, raw=True)
     else:
         print(f"backbone weights: {weights}")
 
@@ -471,6 +476,11 @@ def ablation_figure(rows: dict[str, list[dict]]) -> plotly.graph_objects.Figure:
             col=j,
             secondary_y=True,
         )
+    # both axes start at zero: an auto-zoomed RMSE axis makes run-to-run noise look like an effect
+    fig.update_yaxes(rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(rangemode="tozero", secondary_y=True)
+    fig.update_yaxes(title_text="mIoU", secondary_y=False, row=1, col=1)
+    fig.update_yaxes(title_text="RMSE (m)", secondary_y=True, row=1, col=len(names))
     fig.update_layout(height=380, margin=dict(l=30, r=30, t=60, b=30), legend=dict(orientation="h", y=-0.15))
     return fig
 
