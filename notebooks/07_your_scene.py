@@ -122,15 +122,17 @@ if practice is not None:
 # Why the `capture` profile: SfM leaves a few hundred to a few thousand points, not the 15,000 depth points of the
 # course's synthetic rooms, and the smoke lift (200 iterations, one densification) never grows them. The capture
 # profile fits 600 iterations and densifies every 50 from iteration 50 to 400 at half the gradient threshold, up to
-# 25,000 Gaussians. Every 8th photo is held out (never trained on) to measure the fit honestly.
+# 25,000 Gaussians. Every 8th photo is held out (never trained on) to measure the fit honestly. In the course's batch
+# run (`bash scripts/course.sh`) every notebook gets the run's profile, so there this notebook lifts at smoke settings
+# (faster, a few dB lower); opened on its own it uses `capture`. The line below says which ran.
 
 # %%
 bb = pipeline.backbone_for(prof, device)
 viz.weights_banner(bb.weights)
 res = lift.lift_scene(scene_dir, bb, prof.lift, root=artifacts_dir, force=force)
 s = res.stats
-print(f"{s['n_init_points']} SfM points -> {s['n_gaussians']} Gaussians in {s['wall_seconds']} s; held-out PSNR "
-      f"{s['heldout_psnr']:.1f} dB on {s['heldout_views']} photos")  # fmt: skip
+print(f"profile {prof.name!r}: {s['n_init_points']} SfM points -> {s['n_gaussians']} Gaussians in "
+      f"{s['wall_seconds']} s; held-out PSNR {s['heldout_psnr']:.1f} dB on {s['heldout_views']} photos")  # fmt: skip
 viz.loss_figure({"rgb": res.losses["rgb"], "feature L1": res.losses["feature"]}, title="lift losses",
                 counts=res.losses["n_gaussians"], ylabel="loss (RGB; feature L1)");  # fmt: skip
 

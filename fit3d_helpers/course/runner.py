@@ -7,9 +7,9 @@ Conventions the notebooks follow (checked here, before anything runs):
   ``artifacts_dir = "artifacts"``, ``device = "auto"`` and ``seed = 0``;
 * the working directory of every notebook is the **repository root** (the parent of the notebooks folder),
   and paths in notebooks are relative to it (``artifacts/…``, ``data/…``). Jupyter starts a kernel in the
-  notebook's own folder instead, so each notebook's setup cell calls ``fit3d_helpers.course.viz.setup_notebook()``,
-  which moves to the repository root (a no-op under the runner) and selects plotly's ``"notebook"`` renderer
-  (plotly.js embedded in the page, so figures render in the offline HTML).
+  notebook's own folder instead, so each notebook's setup cell calls ``fit3d_helpers.course.notebook.start()``
+  (through ``viz.setup_notebook``), which moves to the repository root (a no-op under the runner) and selects
+  plotly's ``"notebook"`` renderer in batch runs (plotly.js embedded in the page, so figures render offline).
 
 The runner passes ``profile`` to every notebook, ``artifacts_dir`` to those that define it, and the
 ``--set`` overrides. Each executed notebook goes to ``report/NN_name.ipynb`` and its page to
