@@ -128,7 +128,8 @@ def figure_data(
         (lift,) = pipeline.lifts_for(prof, original, [scene_path], root, needed_by="the report's figures")
         targets, _ = scene_targets(lift, original, mask=prof.finetune.mask, root=root)
         # the views as stage 1 indexed them (ScanNet++: frames, then test_frames), so the split and targets line up
-        lifted = load_scene(scene_path, include_test_frames=bool(lift.config.get("test_frames")))
+        with_test = bool(lift.config.get("test_frames"))
+        lifted = load_scene(scene_path, include_test_frames=with_test)
         every = int(lift.config.get("lift", {}).get("holdout_every", prof.lift.holdout_every))
         ids, heldout = pick_views(np.stack([v.cam_to_world for v in lifted.views]), every, n_views)
         images = targets.images[ids].permute(0, 2, 3, 1).contiguous()  # [n, H, W, 3], the views the targets render
@@ -149,7 +150,8 @@ def figure_data(
         if tuned.identity()["weights"] != "fit3d":
             released = _released_features(original, x, data)
         # one covisible pair of the 3D-awareness check (the probe's views: frames only, as probe_data reads them)
-        data.update(_awareness_pair(load_scene(scene_path), original, tuned, targets, grid=tuple(f_orig.shape[-2:]),
+        frames = load_scene(scene_path) if with_test else lifted  # read the scene once when it is the same list
+        data.update(_awareness_pair(frames, original, tuned, targets, grid=tuple(f_orig.shape[-2:]),
                                     n_matches=n_matches, seed=prof.seed))  # fmt: skip
         torch.save(data, out / "figures.pt")
         return {
