@@ -270,7 +270,8 @@ def profile_phases(repeats: int, kernel: bool) -> dict[str, float]:
     """CPU milliseconds per phase of one forward + backward on the issue-20 case (medians; one thread, so that
     the other jobs on a shared machine inflate them less): projection (forward), tile binning and pair sorting
     (with the transmittance scan; the C++ kernel bins inside its compositing calls), compositing forward and
-    backward, and the rest (the projection's backward, tables, autograd glue)."""
+    backward, the projection's backward (the compiled one; the tensor version's is autograd's, in the rest), and
+    the rest (tables, autograd glue)."""
     from fit3d_helpers import render, render_kernel
 
     os.environ["FIT3D_RENDER_KERNEL"] = "auto" if kernel else "torch"
@@ -289,7 +290,9 @@ def profile_phases(repeats: int, kernel: bool) -> dict[str, float]:
 
         return wrapper
 
-    patches = [(render, "project_gaussians", "projection"), (render, "_band_pairs", "binning + sort")]
+    patches = [(render, "project_gaussians", "projection"), (render, "_band_pairs", "binning + sort"),
+               (render_kernel._KernelProject, "forward", "projection"),
+               (render_kernel._KernelProject, "backward", "projection backward")]  # fmt: skip
     for fn in (render._Composite, render_kernel._KernelRaster):
         patches += [(fn, "forward", "composite forward"), (fn, "backward", "composite backward")]
     saved = [(obj, attr, obj.__dict__[attr]) for obj, attr, _ in patches]
@@ -308,7 +311,7 @@ def profile_phases(repeats: int, kernel: bool) -> dict[str, float]:
             if i == 0:
                 continue  # warm-up
             ph = {k: acc.get(k, 0.0) for k in ("projection", "binning + sort", "composite forward",
-                                                "composite backward")}  # fmt: skip
+                                                "composite backward", "projection backward")}  # fmt: skip
             ph["rest"] = total - sum(ph.values())
             ph["total"] = total
             for k, v in ph.items():

@@ -560,7 +560,12 @@ def _setup(means, quats, scales, opacities, viewmats, Ks, width, height, near, f
     """Projection, the visible (camera, Gaussian) list in depth order, their footprint boxes and the row bands."""
     C, N = viewmats.shape[0], means.shape[0]
     device = means.device
-    proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near=near, far=far)
+    if render_kernel.available(device) and not (viewmats.requires_grad or Ks.requires_grad):
+        # the same projection compiled (one pass each way instead of ~100 tensor ops; no cov2d, depths constant)
+        proj = render_kernel.project(means, quats, scales, opacities, viewmats, Ks, width, height, near, far,
+                                     EPS2D, FOV_CLAMP, ALPHA_THRESHOLD, MAX_EXTEND)  # fmt: skip
+    else:
+        proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near=near, far=far)
     means2d, conics, depths, valid = proj["means2d"], proj["conics"], proj["depths"], proj["valid"]
     if means2d.requires_grad:
         means2d.retain_grad()

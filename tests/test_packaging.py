@@ -37,3 +37,24 @@ def test_environment_yml_matches_pyproject_and_pins() -> None:
 def test_no_hardcoded_cuda_calls() -> None:
     offenders = [str(p) for p in (ROOT / "fit3d_helpers").glob("*.py") if ".cuda()" in p.read_text()]
     assert offenders == []
+
+
+def test_every_non_python_file_of_the_package_is_installed() -> None:
+    """A wheel only carries what package-data names: the rasterizer's C++ source, templates."""
+    import fnmatch
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    missing = []
+    for path in (ROOT / "fit3d_helpers").rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        hidden = any(part.startswith(".") or part == "__pycache__" for part in parts)  # tool caches
+        if path.is_dir() or path.suffix in (".py", ".pyc") or hidden:
+            continue
+        rel = path.relative_to(ROOT)
+        package = ".".join(rel.parent.parts)
+        while package and package not in data:  # the nearest package that declares data
+            package = package.rpartition(".")[0]
+        inner = str(rel.relative_to(Path(*package.split(".")))) if package else str(rel)
+        if not any(fnmatch.fnmatch(inner, pattern) for pattern in data.get(package, [])):
+            missing.append(str(rel))
+    assert missing == [], f"add these to [tool.setuptools.package-data] in pyproject.toml: {missing}"

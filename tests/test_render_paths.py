@@ -175,3 +175,70 @@ def test_kernel_gradients_are_reproducible_bit_for_bit(monkeypatch):
     for other in runs[1:]:
         for u, v in zip(runs[0], other):
             assert torch.equal(u, v)
+
+
+def _projection_case(dtype: torch.dtype, C: int = 3, N: int = 300):
+    """Gaussians in front of, beside (the Jacobian's field-of-view clamp) and behind (culled) three cameras."""
+    g = torch.Generator().manual_seed(21)
+    means = torch.randn(N, 3, generator=g, dtype=dtype) * torch.tensor([2.0, 1.5, 1.5], dtype=dtype)
+    means[:, 2] += 2.5
+    quats = torch.randn(N, 4, generator=g, dtype=dtype)
+    scales = torch.rand(N, 3, generator=g, dtype=dtype) * 0.3 + 0.01
+    opacities = torch.rand(N, generator=g, dtype=dtype)  # some under 1/255: culled
+    viewmats, Ks = _cameras(C, dtype)
+    return [means, quats, scales], opacities, viewmats, Ks
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_projection_equals_project_gaussians(dtype):
+    """The C++ projection and its hand-written backward against the tensor version and its autograd."""
+    from fit3d_helpers import render
+
+    leaves, opacities, viewmats, Ks = _projection_case(dtype)
+    a = [t.clone().requires_grad_(True) for t in leaves]
+    b = [t.clone().requires_grad_(True) for t in leaves]
+    ref = render.project_gaussians(*a, opacities, viewmats, Ks, W, H)
+    out = render_kernel.project(*b, opacities, viewmats, Ks, W, H, 0.01, 1e10, render.EPS2D, render.FOV_CLAMP,
+                                render.ALPHA_THRESHOLD, render.MAX_EXTEND)  # fmt: skip
+    valid = ref["valid"]
+    assert torch.equal(out["valid"], valid) and torch.equal(out["radii"], ref["radii"])
+    assert 0 < int(valid.sum()) < valid.numel()  # both visible and culled pairs are in the case
+    rel = 1e-13 if dtype == torch.float64 else 2e-6
+    for key in ("means2d", "conics", "depths", "extents"):
+        x, y = out[key].detach(), ref[key].detach()
+        assert float((x - y).abs().max()) <= rel * float(y.abs().max()), key
+    g = torch.Generator().manual_seed(3)
+    w2 = torch.randn(ref["means2d"].shape, generator=g, dtype=dtype)
+    w3 = torch.randn(ref["conics"].shape, generator=g, dtype=dtype)
+    ((ref["means2d"] * w2).sum() + (ref["conics"] * w3).sum()).backward()
+    ((out["means2d"] * w2).sum() + (out["conics"] * w3).sum()).backward()
+    for name, x, y in zip(("means", "quats", "scales"), b, a):
+        err = float((x.grad - y.grad).abs().max()) / float(y.grad.abs().max())
+        assert err < (1e-12 if dtype == torch.float64 else 1e-5), f"{name}: {err:.1e}"
+
+
+@needs_kernel
+def test_cameras_with_gradients_use_the_tensor_projection(monkeypatch):
+    """Only the Gaussians get gradients from the compiled projection: a pose being optimised takes the tensor path."""
+    monkeypatch.setenv("FIT3D_RENDER_KERNEL", "auto")
+    scene = _scene(30, 3, 4, torch.float64)
+    viewmats, Ks = _cameras(1, torch.float64)
+    vm = viewmats.clone().requires_grad_(True)
+    r, a, _ = rasterize_with_info(*scene, vm, Ks, W, H, backend="torch")
+    (r.sum() + a.sum()).backward()
+    assert vm.grad is not None and float(vm.grad.abs().sum()) > 0
+
+
+@needs_kernel
+def test_kernel_threads_are_torchs_own():
+    """Built with OpenMP where torch runs on libgomp, the kernel's threads are torch's pool: one libgomp in the
+    process (a second runtime's threads would compete with torch's spinning ones for the cores)."""
+    import platform
+    from pathlib import Path
+
+    if platform.system() != "Linux" or not render_kernel._torch_uses_libgomp():
+        pytest.skip("torch does not run on GNU OpenMP here")
+    render_kernel.load()
+    maps = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libgomp" in line}
+    assert len(maps) == 1, maps
