@@ -4,5 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # spin-waiting threads are slow on a busy 2-core machine
 exec .venv/bin/python -m fit3d_helpers run "$@"

@@ -5,6 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # spin-waiting threads are slow on a busy 2-core machine
 root=(); [ "$(id -u)" = 0 ] && root=(--allow-root)  # containers run as root
 exec .venv/bin/jupyter lab --ServerApp.root_dir="$PWD" "${root[@]}" "$@" notebooks/01_data.ipynb

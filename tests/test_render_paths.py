@@ -232,8 +232,9 @@ def test_cameras_with_gradients_use_the_tensor_projection(monkeypatch):
 
 @needs_kernel
 def test_kernel_threads_are_torchs_own():
-    """Built with OpenMP where torch runs on libgomp, the kernel's threads are torch's pool: one libgomp in the
-    process (a second runtime's threads would compete with torch's spinning ones for the cores)."""
+    """Built with OpenMP where torch runs on libgomp, the kernel's threads are torch's pool: one ``libgomp.so.1`` in
+    the process (a second runtime's threads would compete with torch's spinning ones for the cores). Wheels that
+    bundle a renamed private copy (pycolmap's ``libgomp-<hash>.so``) do not count: nothing links to those by name."""
     import platform
     from pathlib import Path
 
@@ -241,4 +242,4 @@ def test_kernel_threads_are_torchs_own():
         pytest.skip("torch does not run on GNU OpenMP here")
     render_kernel.load()
     maps = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libgomp" in line}
-    assert len(maps) == 1, maps
+    assert len({m for m in maps if Path(m).name.startswith("libgomp.so")}) == 1, maps
