@@ -80,8 +80,9 @@ def _torch_uses_libgomp() -> bool:
         return False
 
 
-def _build() -> Path:
-    """The kernel library for this source, compiler, CPU and threading, compiled once into the cache."""
+def _build() -> Any:
+    """The kernel library for this source, compiler, CPU and threading: compiled once into the cache, then loaded.
+    With OpenMP where torch uses it; without, if the compiler refuses the flag or the library does not load."""
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++, c++, clang++) on PATH")
@@ -89,9 +90,9 @@ def _build() -> Path:
     attempts = ([flags + ["-fopenmp"]] if _torch_uses_libgomp() else []) + [flags]
     source = _SOURCE_FILE.read_text()
     errors = []
-    for attempt in attempts:  # with OpenMP where torch uses it, else (or if the compiler refuses it) without
+    for attempt in attempts:
         try:
-            return _compile(cxx, source, attempt)
+            return ctypes.CDLL(str(_compile(cxx, source, attempt)))
         except (RuntimeError, OSError, subprocess.SubprocessError) as err:
             errors.append(str(err))
     raise RuntimeError(" / ".join(errors))
@@ -124,7 +125,7 @@ def load() -> Any:
         if _lib is not None or _failed is not None:
             return _lib
         try:
-            lib = ctypes.CDLL(str(_build()))
+            lib = _build()
             P, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_double
             for sfx in ("f32", "f64"):
                 fwd = getattr(lib, f"fit3d_forward_{sfx}")

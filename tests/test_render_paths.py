@@ -243,3 +243,27 @@ def test_kernel_threads_are_torchs_own():
     render_kernel.load()
     maps = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libgomp" in line}
     assert len({m for m in maps if Path(m).name.startswith("libgomp.so")}) == 1, maps
+
+
+@needs_kernel
+def test_the_std_thread_build_equals_the_openmp_build(monkeypatch):
+    """Where torch does not run on libgomp (or the compiler refuses -fopenmp) the kernel starts its own threads:
+    built that way it gives the same bits, two threads each, forward and backward."""
+    scene = _scene(3000, 8, 13, torch.float32)
+    viewmats, Ks = _cameras(1, torch.float32)
+    Ks = Ks * torch.tensor([4.0, 4.0, 1.0])[:, None]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first = _render(scene, viewmats, Ks, "auto", monkeypatch, size=(4 * W, 4 * H))
+        first_lib = render_kernel.load()
+        monkeypatch.setattr(render_kernel, "_torch_uses_libgomp", lambda: False)
+        monkeypatch.setattr(render_kernel, "_lib", None)
+        monkeypatch.setattr(render_kernel, "_failed", None)
+        plain = _render(scene, viewmats, Ks, "auto", monkeypatch, size=(4 * W, 4 * H))
+        assert render_kernel.load() is not first_lib
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(first[0], plain[0]) and torch.equal(first[1], plain[1])
+    for u, v in zip(first[2], plain[2]):
+        assert torch.equal(u, v)
