@@ -87,28 +87,10 @@ def write_fake_nyuv2(
     """A tiny ``eval_data/nyuv2`` at ``root``: images/{training,validation}/NNNN.png + annotations (ids 0..13)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    _write_mmseg_split(
-        root,
-        "training",
-        [f"{i:04d}" for i in range(n_train)],
-        rng,
-        size,
-        len(NYUV2_CLASSES),
-        NYUV2_IMG_SUFFIX,
-        NYUV2_SEG_SUFFIX,
-        NYU_MAX_DEPTH,
-    )
-    _write_mmseg_split(
-        root,
-        "validation",
-        [f"{i:04d}" for i in range(n_train, n_train + n_val)],
-        rng,
-        size,
-        len(NYUV2_CLASSES),
-        NYUV2_IMG_SUFFIX,
-        NYUV2_SEG_SUFFIX,
-        NYU_MAX_DEPTH,
-    )
+    for split, ids in (("training", range(n_train)), ("validation", range(n_train, n_train + n_val))):
+        names = [f"{i:04d}" for i in ids]
+        _write_mmseg_split(root, split, names, rng, size, len(NYUV2_CLASSES), NYUV2_IMG_SUFFIX, NYUV2_SEG_SUFFIX,
+                           NYU_MAX_DEPTH)  # fmt: skip
     return root
 
 

@@ -26,16 +26,19 @@ What the PyTorch renderer computes (the same as gsplat 1.5.3's "classic" 3DGS mo
    take the transmittance ``T`` to ``≤ 1e-4`` is not composited and the pixel stops there;
    ``render = Σ αᵢ Tᵢ cᵢ``, ``alpha = 1 - T_final``, and ``render += (1 - alpha)·background``.
 
-Two implementations of steps 2-3, the same numbers (``tests/test_render_paths.py``):
+Two implementations, the same numbers (``tests/test_render_paths.py``):
 
-**The compiled kernel** (``render_kernel.py``, the default on a CPU where a C++ compiler works; built once per
-machine in ~2 s from the package's own source, no download). The visible Gaussians, already in (camera, depth)
+**The compiled kernel** (``render_kernel.py`` and ``render_kernel.cpp``, the default on a CPU where a C++ compiler
+works; built once per machine in a few seconds from the package's own source, no download). Step 1 is one pass per
+Gaussian each way, its backward written out (``project_gaussians`` below stays the readable version and the
+fallback, and the kernel's test reference). The visible Gaussians, already in (camera, depth)
 order, are binned into 8x8-pixel tiles in that order (a counting sort, so each tile's list is depth-sorted);
 per tile row, each listed Gaussian's row terms of ``σ`` are computed once and its alphas at the tile's 8 columns in
 one vector; each pixel then walks its non-zero alphas front to back (``T`` in float64), and the backward walks them
 back to front, recovering ``T`` by division, with ``q = <∂L/∂render, colour>`` and the same formulas as below.
 Colours are gathered per tile and the gradients accumulated per tile, so pixels read them from cache. Threads
-(``torch.get_num_threads()``) take tiles one at a time. ``FIT3D_RENDER_KERNEL=torch`` switches it off.
+(``torch.get_num_threads()``, on torch's own OpenMP pool where torch has one) take tiles one at a time.
+``FIT3D_RENDER_KERNEL=torch`` switches it off.
 
 **The pure-PyTorch path** (the fallback, and any non-CPU device), vectorised with no Python loop over pixels,
 tiles or Gaussians:
@@ -56,8 +59,9 @@ tiles or Gaussians:
   result does not depend on the band split (the kernel renders the same bands, one call each).
 
 Cost, forward + backward at 67 channels, projection included, on the issue-20 case of
-``benchmarks/bench_render.py`` (10k Gaussians, 160x112, ~25 pairs per pixel): the kernel ~24 ms of one core, the
-pure-PyTorch path ~68 ms (``docs/speed.md`` has the phases and the comparison with a public PyTorch renderer).
+``benchmarks/bench_render.py`` (10k Gaussians, 160x112, ~25 pairs per pixel): the kernel ~20 ms of one core
+(~13 ms on two), the pure-PyTorch path ~68 ms (``docs/speed.md`` has the phases and the comparison with a public
+PyTorch renderer).
 """
 
 from __future__ import annotations

@@ -488,18 +488,30 @@ struct ProjSettings {
 };
 
 template <typename R>
-void project_forward(const ProjSettings& S, const R* means, const R* quats, const R* scales, const R* opac,
-                     const R* viewmats, const R* Ks, R* means2d, R* conics, R* depths, R* extents, int32_t* radii,
-                     uint8_t* valid) {
+std::vector<Cam<R>> cameras(const ProjSettings& S, const R* viewmats, const R* Ks) {
     std::vector<Cam<R>> cams;
     for (int c = 0; c < S.C; ++c)
         cams.push_back(camera<R>(viewmats + 16 * c, Ks + 9 * c, S.width, S.height, R(S.fov_clamp)));
+    return cams;
+}
+
+// M = R(q) diag(s), the factor of the 3D covariance M Mᵀ, with what the backward needs of R(q)
+template <typename R>
+void rotation_scale(const R* q, const R* s, R* Rm, R* qn, R& inv_norm, R* M) {
+    quat_rotmat(q, Rm, qn, inv_norm);
+    for (int i = 0; i < 9; ++i) M[i] = Rm[i] * s[i % 3];
+}
+
+template <typename R>
+void project_forward(const ProjSettings& S, const R* means, const R* quats, const R* scales, const R* opac,
+                     const R* viewmats, const R* Ks, R* means2d, R* conics, R* depths, R* extents, int32_t* radii,
+                     uint8_t* valid) {
+    const std::vector<Cam<R>> cams = cameras<R>(S, viewmats, Ks);
     const R thr = R(S.alpha_threshold);
     parallel_blocks(S.N, S.n_threads, [&](int begin, int end) {
         for (int n = begin; n < end; ++n) {
             R Rm[9], qn[4], inv_norm, M[9];
-            quat_rotmat(quats + 4 * n, Rm, qn, inv_norm);
-            for (int i = 0; i < 9; ++i) M[i] = Rm[i] * scales[3 * n + i % 3];
+            rotation_scale(quats + 4 * n, scales + 3 * n, Rm, qn, inv_norm, M);
             const R op = opac[n];
             const bool op_ok = op >= thr;
             const R extend = std::min(std::sqrt(R(2) * std::log(std::max(op, thr) * (R(1) / thr))), R(S.max_extend));
@@ -531,14 +543,11 @@ void project_forward(const ProjSettings& S, const R* means, const R* quats, cons
 template <typename R>
 void project_backward(const ProjSettings& S, const R* means, const R* quats, const R* scales, const R* viewmats,
                       const R* Ks, const R* g_means2d, const R* g_conics, R* g_means, R* g_quats, R* g_scales) {
-    std::vector<Cam<R>> cams;
-    for (int c = 0; c < S.C; ++c)
-        cams.push_back(camera<R>(viewmats + 16 * c, Ks + 9 * c, S.width, S.height, R(S.fov_clamp)));
+    const std::vector<Cam<R>> cams = cameras<R>(S, viewmats, Ks);
     parallel_blocks(S.N, S.n_threads, [&](int begin, int end) {
         for (int n = begin; n < end; ++n) {
             R Rm[9], qn[4], inv_norm, M[9];
-            quat_rotmat(quats + 4 * n, Rm, qn, inv_norm);
-            for (int i = 0; i < 9; ++i) M[i] = Rm[i] * scales[3 * n + i % 3];
+            rotation_scale(quats + 4 * n, scales + 3 * n, Rm, qn, inv_norm, M);
             R gm[3] = {0, 0, 0}, gM[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
             for (int c = 0; c < S.C; ++c) {
                 const int64_t i = int64_t(c) * S.N + n;

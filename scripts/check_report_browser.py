@@ -19,24 +19,17 @@ import sys
 from pathlib import Path
 
 try:
-    from fit3d_helpers.course.browser import (
-        BrowserUnavailable,
-        PageCheck,
-        check_pages,
-        find_chromium,
-        main,
-        report_pages,
-    )
+    import fit3d_helpers  # noqa: F401
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from fit3d_helpers.course.browser import (
-        BrowserUnavailable,
-        PageCheck,
-        check_pages,
-        find_chromium,
-        main,
-        report_pages,
-    )
+from fit3d_helpers.course.browser import (
+    BrowserUnavailable,
+    PageCheck,
+    check_pages,
+    find_chromium,
+    main,
+    report_pages,
+)
 
 __all__ = ["BrowserUnavailable", "PageCheck", "check_pages", "find_chromium", "main", "report_pages"]
 

@@ -160,16 +160,20 @@ def test_kernel_is_cpu_only_and_can_be_switched_off(monkeypatch):
     assert not render_kernel.available("meta")
 
 
+def _many_tiles_case():
+    """3000 Gaussians at 104x72: 117 tiles for the threads to share."""
+    viewmats, Ks = _cameras(1, torch.float32)
+    return _scene(3000, 8, 13, torch.float32), viewmats, Ks * torch.tensor([4.0, 4.0, 1.0])[:, None], (4 * W, 4 * H)
+
+
 @needs_kernel
 def test_kernel_gradients_are_reproducible_bit_for_bit(monkeypatch):
     """Threads sum the backward in a fixed tile order: two runs give identical gradients (resumed fits rely on it)."""
-    scene = _scene(3000, 8, 13, torch.float32)
-    viewmats, Ks = _cameras(1, torch.float32)
-    Ks = Ks * torch.tensor([4.0, 4.0, 1.0])[:, None]  # 104x72: 117 tiles for the threads to share
+    scene, viewmats, Ks, size = _many_tiles_case()
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, threads))
     try:
-        runs = [_render(scene, viewmats, Ks, "auto", monkeypatch, size=(4 * W, 4 * H))[2] for _ in range(6)]
+        runs = [_render(scene, viewmats, Ks, "auto", monkeypatch, size=size)[2] for _ in range(6)]
     finally:
         torch.set_num_threads(threads)
     for other in runs[1:]:
@@ -249,18 +253,16 @@ def test_kernel_threads_are_torchs_own():
 def test_the_std_thread_build_equals_the_openmp_build(monkeypatch):
     """Where torch does not run on libgomp (or the compiler refuses -fopenmp) the kernel starts its own threads:
     built that way it gives the same bits, two threads each, forward and backward."""
-    scene = _scene(3000, 8, 13, torch.float32)
-    viewmats, Ks = _cameras(1, torch.float32)
-    Ks = Ks * torch.tensor([4.0, 4.0, 1.0])[:, None]
+    scene, viewmats, Ks, size = _many_tiles_case()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        first = _render(scene, viewmats, Ks, "auto", monkeypatch, size=(4 * W, 4 * H))
+        first = _render(scene, viewmats, Ks, "auto", monkeypatch, size=size)
         first_lib = render_kernel.load()
         monkeypatch.setattr(render_kernel, "_torch_uses_libgomp", lambda: False)
         monkeypatch.setattr(render_kernel, "_lib", None)
         monkeypatch.setattr(render_kernel, "_failed", None)
-        plain = _render(scene, viewmats, Ks, "auto", monkeypatch, size=(4 * W, 4 * H))
+        plain = _render(scene, viewmats, Ks, "auto", monkeypatch, size=size)
         assert render_kernel.load() is not first_lib
     finally:
         torch.set_num_threads(threads)
